@@ -1,0 +1,42 @@
+# One virtual environment in .venv; every target uses it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned to the pair this project is tested with (and that lies on
+# the development machines' disk); override for another CUDA/CPU build, e.g. TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DATA ?= $(or $(CIFAR_PL_DATA),../shared/data)
+
+.PHONY: install quickstart test test-all lint format tensorboard clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+
+quickstart: install
+	$(PY) -m cifar_pl fit --config configs/quickstart.yaml --data.data_dir $(DATA)
+
+# Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs).
+test:
+	$(PY) -m pytest -q -m "not slow"
+
+test-all:
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check cifar_pl tests bench
+	$(PY) -m ruff format --check cifar_pl tests bench
+
+format:
+	$(PY) -m ruff check --fix cifar_pl tests bench
+	$(PY) -m ruff format cifar_pl tests bench
+
+tensorboard:
+	$(PY) -m tensorboard.main --logdir lightning_logs
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

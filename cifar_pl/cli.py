@@ -1,0 +1,89 @@
+"""CifarCLI: LightningCLI with this project's links and defaults set in one place."""
+
+from __future__ import annotations
+
+from jsonargparse import Namespace
+from pytorch_lightning import LightningDataModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from . import data as _data  # noqa: F401  (DataModules must be imported to be found by short name)
+from .lit import ImageClassifier
+
+LOG_ROOT = "lightning_logs"
+
+
+def _class_paths(callbacks) -> list[str]:
+    out = []
+    for cb in callbacks or []:
+        path = cb.get("class_path") if isinstance(cb, (dict, Namespace)) else type(cb).__module__ + "." + type(cb).__name__
+        out.append(str(path))
+    return out
+
+
+class CifarCLI(LightningCLI):
+    """``python -m cifar_pl {fit,validate,test,predict} --config configs/X.yaml``.
+
+    * ``data.num_classes`` and ``data.classes`` are linked into the model;
+    * ``experiment`` names the run: TensorBoard logs land in ``lightning_logs/<experiment>/version_N``,
+      next to the run's ``config.yaml``;
+    * ``checkpoint.*`` configures the ModelCheckpoint that keeps the best ``val/acc``; ``last_checkpoint.*``
+      the one that rewrites ``last.ckpt`` after every validation (``every_n_train_steps`` for mid-epoch saves);
+    * a rich progress bar and a LearningRateMonitor are added unless the config turns them off.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("model_class", ImageClassifier)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        # ImageClassifier configures its own optimiser and schedule from plain values.
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--experiment", type=str, default="default",
+                            help="run name: logs go to lightning_logs/<experiment>/version_N")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, score the best checkpoint (last weights if none) on the test set")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Since Lightning 2.6, save_last only rewrites last.ckpt when a top-k checkpoint is saved in the same
+        # step, so a run whose val/acc stopped improving would resume from a stale epoch. A second callback
+        # without a monitor writes last.ckpt after every validation instead.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/acc",
+            "checkpoint.mode": "max",
+            "checkpoint.save_last": False,
+            "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+            "checkpoint.auto_insert_metric_name": False,
+            "last_checkpoint.monitor": None,
+            "last_checkpoint.save_top_k": 1,
+            "last_checkpoint.filename": "last",
+            "last_checkpoint.enable_version_counter": False,
+        })  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = cfg.trainer
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(
+                class_path="pytorch_lightning.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment),
+            )
+        trainer.callbacks = list(trainer.callbacks or [])
+        present = _class_paths(trainer.callbacks)
+        if trainer.enable_progress_bar is not False and not any("ProgressBar" in p for p in present):
+            trainer.callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.RichProgressBar",
+                                               init_args=Namespace(leave=True)))
+        if trainer.logger is not False and not any("LearningRateMonitor" in p for p in present):
+            trainer.callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.LearningRateMonitor",
+                                               init_args=Namespace(logging_interval="epoch")))
+
+    def after_fit(self) -> None:
+        cfg = self.config[self.subcommand]
+        if not cfg.test_after_fit or self.trainer.interrupted:
+            return
+        best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)

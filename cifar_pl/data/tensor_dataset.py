@@ -1,0 +1,59 @@
+"""Images kept as one uint8 tensor in memory, handed out a whole batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TensorImageDataset(Dataset):
+    """``images`` N x C x H x W uint8 and ``labels`` N int64, indexed a batch at a time.
+
+    ``__getitems__`` lets the DataLoader fetch a whole batch with one tensor index instead of
+    stacking 128 single images: uint8 stays uint8 (4x less to move than float) and conversion to
+    float and normalisation happen on the training device, once per batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be an N x C x H x W uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+    def subset(self, indices: torch.Tensor) -> TensorImageDataset:
+        """A new dataset holding the rows ``indices`` (a copy: the split owns its rows)."""
+        return TensorImageDataset(self.images[indices], self.labels[indices])
+
+
+def collate_batch(batch):
+    """Collate for ``TensorImageDataset``: ``__getitems__`` already returned the stacked batch."""
+    return batch
+
+
+def seeded_split(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a train/val split of ``n`` rows: ``val_size`` as a count or a fraction, same for a seed."""
+    n_val = round(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if not 0 <= n_val < n:
+        raise ValueError(f"val_size={val_size} leaves no training rows out of {n}; use a smaller val_size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 N x C x H x W in [0, 255] -> float, standardised per channel (mean/std given for [0, 1])."""
+    x = x.float().div_(255)
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))

@@ -1,0 +1,5 @@
+"""The LightningModule."""
+
+from .classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]

@@ -1,0 +1,68 @@
+"""Shared fixtures: small CIFAR folders written in the original pickle layout, and the real data."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def write_cifar_batch(path: Path, n_rows: int, n_labels: int, num_classes: int, seed: int,
+                      label_keys=("labels",)) -> np.ndarray:
+    """One batch file as the originals are written (protocol 2, bytes keys), holding ``n_labels`` labels but
+    only ``n_rows`` pixel rows, like the cut-down copies. Returns the labels of the rows."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n_labels)
+    d = {b"batch_label": b"testing batch", b"data": rng.integers(0, 256, (n_rows, 3072), dtype=np.uint8)}
+    for key in label_keys:
+        d[key.encode()] = [int(v) for v in labels]
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+    return labels[:n_rows]
+
+
+# Row counts differ per file on purpose: the loader must accept whatever each file holds.
+CIFAR10_ROWS = {"data_batch_1": 40, "data_batch_2": 24, "data_batch_3": 24, "data_batch_4": 32, "data_batch_5": 24,
+                "test_batch": 30}
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    """A data_dir holding a small cifar-10-batches-py/ (144 train rows, 30 test rows)."""
+    root = tmp_path_factory.mktemp("c10data")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    for i, (name, rows) in enumerate(CIFAR10_ROWS.items()):
+        write_cifar_batch(folder / name, rows, rows + 100, 10, seed=i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory) -> Path:
+    """A data_dir holding a small cifar-100-python/ (120 train rows, 40 test rows), fine and coarse labels."""
+    root = tmp_path_factory.mktemp("c100data")
+    folder = root / "cifar-100-python"
+    folder.mkdir()
+    for i, (name, rows) in enumerate({"train": 120, "test": 40}.items()):
+        rng = np.random.default_rng(100 + i)
+        fine = rng.integers(0, 100, rows)
+        d = {b"filenames": [b"x.png"] * rows, b"batch_label": b"b", b"fine_labels": [int(v) for v in fine],
+             b"coarse_labels": [int(v) // 5 for v in fine], b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8)}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real data folder ($CIFAR_PL_DATA, default ../shared/data); skips the test where it is absent."""
+    path = Path(os.environ.get("CIFAR_PL_DATA", REPO.parent / "shared" / "data")).expanduser()
+    if not (path / "cifar-10-batches-py" / "test_batch").is_file():
+        pytest.skip(f"real data not found at {path} (set CIFAR_PL_DATA)")
+    return path

@@ -1,0 +1,128 @@
+"""The LightningModule's optimiser, schedule, loss and weight loading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cifar_pl.lit import ImageClassifier
+from cifar_pl.lit.schedule import LRMultiplier
+from cifar_pl.models import create_model, load_weights, read_state_dict
+
+
+def test_cosine_with_warmup():
+    f = LRMultiplier("cosine", total_steps=110, warmup_steps=10, min_factor=0.1)
+    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(10, 120))
+
+
+def test_multistep_counts_epochs_when_stepped_per_epoch():
+    f = LRMultiplier("multistep", total_steps=1000, steps_per_count=10, milestones=(30, 60), gamma=0.1)
+    assert [f(e) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_constant_and_unknown_schedule():
+    assert LRMultiplier("constant", total_steps=10)(7) == 1.0
+    with pytest.raises(ValueError, match="choose one of constant, multistep, cosine, onecycle"):
+        LRMultiplier("linear", total_steps=10)(3)
+
+
+def _configure(model, trainer_steps=100, batches=10):
+    class FakeTrainer:
+        estimated_stepping_batches = trainer_steps
+        num_training_batches = batches
+        accumulate_grad_batches = 1
+
+    model._trainer = FakeTrainer()
+    return model.configure_optimizers()
+
+
+def test_weight_decay_can_spare_bn_and_biases():
+    model = ImageClassifier(net="model_f", weight_decay=5e-4, no_decay_bn_bias=True)
+    opt = _configure(model)["optimizer"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    n_params = sum(1 for _ in model.parameters())
+    assert len(decay["params"]) + len(no_decay["params"]) == n_params
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                       ("adamw", torch.optim.AdamW)])
+def test_optimizers(name, cls):
+    out = _configure(ImageClassifier(net="model_a", optimizer=name, lr=0.01, scheduler="constant"))
+    assert isinstance(out["optimizer"], cls) and out["optimizer"].param_groups[0]["lr"] == 0.01
+
+
+def test_onecycle_peaks_at_lr():
+    out = _configure(ImageClassifier(net="model_a", lr=0.2, scheduler="onecycle", warmup_epochs=3), 100, 10)
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(99):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert max(lrs) == pytest.approx(0.2, rel=1e-3) and lrs.index(max(lrs)) in (28, 29)
+    assert lrs[-1] < 1e-3
+
+
+def test_soft_targets_give_the_same_loss_as_one_hot():
+    model = ImageClassifier(net="model_a")
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    torch.manual_seed(0)
+    model.eval()
+    hard = model._shared_step((x, y), "val")
+    soft = model._shared_step((x, torch.nn.functional.one_hot(y, 10).float()), "val")
+    torch.testing.assert_close(hard, soft)
+
+
+def test_class_names_must_fit_num_classes():
+    with pytest.raises(ValueError, match="3 class_names for num_classes=10"):
+        ImageClassifier(net="model_a", class_names=["a", "b", "c"])
+
+
+def test_init_from_a_foreign_state_dict_with_prefixes(tmp_path):
+    # Saved the way DataParallel scripts do: {'state_dict': {'module.<name>': ...}}, head called 'linear'.
+    src = create_model("resnet20")
+    sd = {f"module.{k}".replace("module.classifier.", "module.linear."): v for k, v in src.state_dict().items()
+          if not k.endswith("num_batches_tracked")}
+    torch.save({"best_prec1": 91.0, "state_dict": sd}, tmp_path / "w.th")
+    dst = create_model("resnet20")
+    report = load_weights(dst, tmp_path / "w.th")
+    assert not report.skipped
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(src.eval()(x), dst.eval()(x))
+
+
+def test_init_from_another_net_is_refused(tmp_path):
+    torch.save(create_model("model_a").state_dict(), tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="do not fit CifarResNet"):
+        load_weights(create_model("resnet20"), tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="no tensor .* fits the body"):
+        load_weights(create_model("resnet20"), tmp_path / "a.pt", strict=False)
+
+
+def test_files_that_are_not_weights(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
+        read_state_dict(tmp_path / "notes.txt")
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="holds no state dict"):
+        read_state_dict(tmp_path / "meta.pt")
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        read_state_dict(tmp_path / "missing.pt")
+
+
+def test_untrusted_pickle_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (math.sqrt, (4.0,))
+
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
+        read_state_dict(tmp_path / "evil.pt")
