@@ -7,27 +7,30 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DATA ?= $(or $(CIFAR_PL_DATA),../shared/data)
 
+STAMP := $(VENV)/.cifar_pl-installed
+
 .PHONY: install quickstart test test-all lint format tensorboard clean
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-
-install: $(PY)
+# The stamp makes `make test` on a fresh clone install first, and skip pip when nothing changed.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
 
-quickstart: install
+install: $(STAMP)
+
+quickstart: $(STAMP)
 	$(PY) -m cifar_pl fit --config configs/quickstart.yaml --data.data_dir $(DATA)
 
 # Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs).
-test:
+test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all:
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-lint:
+lint: $(STAMP)
 	$(PY) -m ruff check cifar_pl tests bench
 	$(PY) -m ruff format --check cifar_pl tests bench
 
@@ -35,7 +38,7 @@ format:
 	$(PY) -m ruff check --fix cifar_pl tests bench
 	$(PY) -m ruff format cifar_pl tests bench
 
-tensorboard:
+tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir lightning_logs
 
 clean:

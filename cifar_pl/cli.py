@@ -16,7 +16,11 @@ LOG_ROOT = "lightning_logs"
 def _class_paths(callbacks) -> list[str]:
     out = []
     for cb in callbacks or []:
-        path = cb.get("class_path") if isinstance(cb, (dict, Namespace)) else type(cb).__module__ + "." + type(cb).__name__
+        path = (
+            cb.get("class_path")
+            if isinstance(cb, (dict, Namespace))
+            else type(cb).__module__ + "." + type(cb).__name__
+        )
         out.append(str(path))
     return out
 
@@ -41,10 +45,18 @@ class CifarCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--experiment", type=str, default="default",
-                            help="run name: logs go to lightning_logs/<experiment>/version_N")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="after fit, score the best checkpoint (last weights if none) on the test set")
+        parser.add_argument(
+            "--experiment",
+            type=str,
+            default="default",
+            help="run name: logs go to lightning_logs/<experiment>/version_N",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, score the best checkpoint (last weights if none) on the test set",
+        )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -75,11 +87,18 @@ class CifarCLI(LightningCLI):
         trainer.callbacks = list(trainer.callbacks or [])
         present = _class_paths(trainer.callbacks)
         if trainer.enable_progress_bar is not False and not any("ProgressBar" in p for p in present):
-            trainer.callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.RichProgressBar",
-                                               init_args=Namespace(leave=True)))
+            trainer.callbacks.append(
+                Namespace(
+                    class_path="pytorch_lightning.callbacks.RichProgressBar", init_args=Namespace(leave=True)
+                )
+            )
         if trainer.logger is not False and not any("LearningRateMonitor" in p for p in present):
-            trainer.callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.LearningRateMonitor",
-                                               init_args=Namespace(logging_interval="epoch")))
+            trainer.callbacks.append(
+                Namespace(
+                    class_path="pytorch_lightning.callbacks.LearningRateMonitor",
+                    init_args=Namespace(logging_interval="epoch"),
+                )
+            )
 
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]

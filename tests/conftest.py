@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
-def write_cifar_batch(path: Path, n_rows: int, n_labels: int, num_classes: int, seed: int,
-                      label_keys=("labels",)) -> np.ndarray:
+def write_cifar_batch(
+    path: Path, n_rows: int, n_labels: int, num_classes: int, seed: int, label_keys=("labels",)
+) -> np.ndarray:
     """One batch file as the originals are written (protocol 2, bytes keys), holding ``n_labels`` labels but
     only ``n_rows`` pixel rows, like the cut-down copies. Returns the labels of the rows."""
     rng = np.random.default_rng(seed)
@@ -28,8 +29,14 @@ def write_cifar_batch(path: Path, n_rows: int, n_labels: int, num_classes: int, 
 
 
 # Row counts differ per file on purpose: the loader must accept whatever each file holds.
-CIFAR10_ROWS = {"data_batch_1": 40, "data_batch_2": 24, "data_batch_3": 24, "data_batch_4": 32, "data_batch_5": 24,
-                "test_batch": 30}
+CIFAR10_ROWS = {
+    "data_batch_1": 40,
+    "data_batch_2": 24,
+    "data_batch_3": 24,
+    "data_batch_4": 32,
+    "data_batch_5": 24,
+    "test_batch": 30,
+}
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +59,13 @@ def cifar100_root(tmp_path_factory) -> Path:
     for i, (name, rows) in enumerate({"train": 120, "test": 40}.items()):
         rng = np.random.default_rng(100 + i)
         fine = rng.integers(0, 100, rows)
-        d = {b"filenames": [b"x.png"] * rows, b"batch_label": b"b", b"fine_labels": [int(v) for v in fine],
-             b"coarse_labels": [int(v) // 5 for v in fine], b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8)}
+        d = {
+            b"filenames": [b"x.png"] * rows,
+            b"batch_label": b"b",
+            b"fine_labels": [int(v) for v in fine],
+            b"coarse_labels": [int(v) // 5 for v in fine],
+            b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
     return root
@@ -66,3 +78,23 @@ def real_data() -> Path:
     if not (path / "cifar-10-batches-py" / "test_batch").is_file():
         pytest.skip(f"real data not found at {path} (set CIFAR_PL_DATA)")
     return path
+
+
+def run_cli(subcommand: str, config: str | Path, data_dir: Path | None = None, extra: str = ""):
+    """Run ``python -m cifar_pl <subcommand> --config configs/<config>.yaml`` in-process on the CPU without a
+    progress bar; ``extra`` holds further command-line arguments, space-separated."""
+    from cifar_pl.__main__ import cli_main
+
+    path = config if isinstance(config, Path) else CONFIGS / f"{config}.yaml"
+    args = [
+        subcommand,
+        "--config",
+        str(path),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    if data_dir is not None:
+        args += ["--data.data_dir", str(data_dir)]
+    return cli_main(args + extra.split())

@@ -52,8 +52,9 @@ def test_weight_decay_can_spare_bn_and_biases():
     assert len(decay["params"]) + len(no_decay["params"]) == n_params
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                       ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+)
 def test_optimizers(name, cls):
     out = _configure(ImageClassifier(net="model_a", optimizer=name, lr=0.01, scheduler="constant"))
     assert isinstance(out["optimizer"], cls) and out["optimizer"].param_groups[0]["lr"] == 0.01
@@ -89,8 +90,11 @@ def test_class_names_must_fit_num_classes():
 def test_init_from_a_foreign_state_dict_with_prefixes(tmp_path):
     # Saved the way DataParallel scripts do: {'state_dict': {'module.<name>': ...}}, head called 'linear'.
     src = create_model("resnet20")
-    sd = {f"module.{k}".replace("module.classifier.", "module.linear."): v for k, v in src.state_dict().items()
-          if not k.endswith("num_batches_tracked")}
+    sd = {
+        f"module.{k}".replace("module.classifier.", "module.linear."): v
+        for k, v in src.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     torch.save({"best_prec1": 91.0, "state_dict": sd}, tmp_path / "w.th")
     dst = create_model("resnet20")
     report = load_weights(dst, tmp_path / "w.th")

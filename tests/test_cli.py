@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from cifar_pl.__main__ import cli_main
 from cifar_pl.lit import ImageClassifier
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, run_cli
 
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
-
-
-def _data_args(config: Path, cifar10_root: Path, cifar100_root: Path) -> list[str]:
-    data = yaml.safe_load(config.read_text())["data"]
-    root = cifar100_root if "CIFAR100" in data["class_path"] else cifar10_root
-    return ["--data.data_dir", str(root), "--data.batch_size", "8"]
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=[c.stem for c in ALL_CONFIGS])
 def test_every_config_fast_dev_run(config, cifar10_root, cifar100_root, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(config), *_data_args(config, cifar10_root, cifar100_root),
-            "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
-    init_from = yaml.safe_load(config.read_text())["model"].get("init_from")
-    if init_from:  # the pretrained configs point into the real data folder
-        real = request.getfixturevalue("real_data")
-        args += ["--model.init_from", str(real / "weights" / Path(init_from).name)]
-    cli = cli_main(args)
     cfg = yaml.safe_load(config.read_text())
+    root = cifar100_root if "CIFAR100" in cfg["data"]["class_path"] else cifar10_root
+    extra = "--trainer.fast_dev_run true --data.batch_size 8"
+    if cfg["model"].get("init_from"):  # the pretrained configs point into the real data folder
+        real = request.getfixturevalue("real_data")
+        extra += f" --model.init_from {real / 'weights' / Path(cfg['model']['init_from']).name}"
+    cli = run_cli("fit", config, root, extra)
     assert cli.model.hparams.net == cfg["model"]["net"]
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     assert cli.model.class_names == cli.datamodule.classes
@@ -55,21 +50,21 @@ def test_print_config_shows_the_whole_experiment(capsys):
 
 def test_num_classes_is_linked_from_the_data(cifar100_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = cli_main(["fit", "--config", str(CONFIGS / "cifar100_model_gap.yaml"), "--data.data_dir", str(cifar100_root),
-                    "--data.label_type", "coarse", "--trainer.fast_dev_run", "true",
-                    "--trainer.enable_progress_bar", "false"])
+    cli = run_cli(
+        "fit", "cifar100_model_gap", cifar100_root, "--data.label_type coarse --trainer.fast_dev_run true"
+    )
     assert cli.model.net.get_classifier().out_features == 20 and len(cli.model.class_names) == 20
 
 
 def test_unknown_config_key_is_refused(capsys):
     with pytest.raises(SystemExit):
-        cli_main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.learning_rate", "0.1"])
+        run_cli("fit", "quickstart", extra="--model.learning_rate 0.1")
     assert "learning_rate" in capsys.readouterr().err
 
 
 def test_unknown_optimizer_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
-        cli_main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.optimizer", "rmsprop"])
+        run_cli("fit", "quickstart", extra="--model.optimizer rmsprop")
     err = capsys.readouterr().err
     assert "rmsprop" in err and "sgd" in err and "adamw" in err
 
@@ -77,29 +72,32 @@ def test_unknown_optimizer_lists_the_valid_ones(capsys):
 def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="Unknown net 'model_z'.*model_gap"):
-        cli_main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.net", "model_z",
-                  "--data.data_dir", str(cifar10_root)])
+        run_cli("fit", "quickstart", cifar10_root, "--model.net model_z")
+
+
+SHORT = "--data.batch_size 32 --experiment short --model.scheduler cosine"
 
 
 @pytest.fixture(scope="module")
 def short_run(cifar10_root, tmp_path_factory):
     """A real (non fast_dev_run) two-epoch run of model_gap on the small CIFAR-10 folder."""
     workdir = tmp_path_factory.mktemp("run")
-    import os
-
     old = os.getcwd()
     os.chdir(workdir)
     try:
-        cli = cli_main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.data_dir", str(cifar10_root),
-                        "--data.batch_size", "32", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                        "--trainer.enable_progress_bar", "false", "--experiment", "short",
-                        "--model.scheduler", "cosine"])
+        cli = run_cli("fit", "quickstart", cifar10_root, f"{SHORT} --trainer.max_epochs 2")
     finally:
         os.chdir(old)
     return cli, workdir
 
 
+def _last(workdir: Path) -> Path:
+    return workdir / "lightning_logs" / "short" / "version_0" / "checkpoints" / "last.ckpt"
+
+
 def test_run_leaves_logs_config_and_checkpoints(short_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     cli, workdir = short_run
     run_dir = workdir / "lightning_logs" / "short" / "version_0"
     assert (run_dir / "config.yaml").is_file() and list(run_dir.glob("events.out.tfevents.*"))
@@ -110,13 +108,11 @@ def test_run_leaves_logs_config_and_checkpoints(short_run):
     # last.ckpt holds the final step whether or not val/acc improved at the end (Lightning 2.6 alone would not).
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 10 and last["epoch"] == 1
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(run_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for key in ["train/loss", "train/acc", "train/acc5", "val/loss", "val/acc", "val/acc5", "train/epoch_time",
-                "lr-SGD", "test/acc", "test/loss"]:
+                "lr-SGD", "test/acc", "test/loss"]:  # fmt: skip
         assert key in tags, key
     assert len(events.Scalars("val/acc")) == 2 and len(events.Scalars("train/epoch_time")) == 2
     assert all(e.value > 0 for e in events.Scalars("train/epoch_time"))
@@ -125,11 +121,10 @@ def test_run_leaves_logs_config_and_checkpoints(short_run):
 
 def test_checkpoint_round_trips(short_run, cifar10_root):
     cli, workdir = short_run
-    last = workdir / "lightning_logs" / "short" / "version_0" / "checkpoints" / "last.ckpt"
-    loaded = ImageClassifier.load_from_checkpoint(last, weights_only=True).eval()
+    loaded = ImageClassifier.load_from_checkpoint(_last(workdir), weights_only=True).eval()
     model = cli.model.eval()
     assert loaded.class_names == model.class_names and loaded.hparams.net == "model_gap"
-    ckpt = torch.load(last, weights_only=True)
+    ckpt = torch.load(_last(workdir), weights_only=True)
     assert ckpt["datamodule_hyper_parameters"]["data_dir"] == str(cifar10_root)
     x = torch.randn(4, 3, 32, 32)
     model.load_state_dict(ckpt["state_dict"])  # the test after fit restored the best; compare against last
@@ -139,27 +134,48 @@ def test_checkpoint_round_trips(short_run, cifar10_root):
 def test_fit_resumes_from_a_checkpoint(short_run, cifar10_root, monkeypatch):
     cli, workdir = short_run
     monkeypatch.chdir(workdir)
-    last = workdir / "lightning_logs" / "short" / "version_0" / "checkpoints" / "last.ckpt"
-    steps = torch.load(last, weights_only=True)["global_step"]
-    resumed = cli_main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.data_dir", str(cifar10_root),
-                        "--data.batch_size", "32", "--trainer.max_epochs", "3", "--trainer.accelerator", "cpu",
-                        "--trainer.enable_progress_bar", "false", "--experiment", "short", "--ckpt_path", str(last),
-                        "--model.scheduler", "cosine", "--test_after_fit", "false"])
+    steps = torch.load(_last(workdir), weights_only=True)["global_step"]
+    extra = f"{SHORT} --trainer.max_epochs 3 --ckpt_path {_last(workdir)} --test_after_fit false"
+    resumed = run_cli("fit", "quickstart", cifar10_root, extra)
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.global_step == steps * 3 // 2
     assert (workdir / "lightning_logs" / "short" / "version_0" / "config.yaml").is_file()  # first run's kept
     assert (workdir / "lightning_logs" / "short" / "version_1" / "config.yaml").is_file()
 
 
-def test_init_from_our_checkpoint_into_a_new_head(short_run, cifar10_root, tmp_path, monkeypatch, recwarn):
+def test_init_from_our_checkpoint_into_a_new_head(short_run, tmp_path, monkeypatch, recwarn):
     cli, workdir = short_run
     monkeypatch.chdir(tmp_path)
-    last = workdir / "lightning_logs" / "short" / "version_0" / "checkpoints" / "last.ckpt"
-    model = ImageClassifier(net="model_gap", num_classes=4, init_from=str(last), init_strict=False)
+    model = ImageClassifier(net="model_gap", num_classes=4, init_from=str(_last(workdir)), init_strict=False)
     model.setup("fit")
-    trained = torch.load(last, weights_only=True)["state_dict"]
+    trained = torch.load(_last(workdir), weights_only=True)["state_dict"]
     torch.testing.assert_close(model.net.features[0].weight, trained["net.features.0.weight"])
     assert model.net.get_classifier().out_features == 4
     assert any("skipped classifier.weight" in str(w.message) for w in recwarn)
-    strict = ImageClassifier(net="model_gap", num_classes=4, init_from=str(last))
+    strict = ImageClassifier(net="model_gap", num_classes=4, init_from=str(_last(workdir)))
     with pytest.raises(ValueError, match="another number of classes; set init_strict: false"):
         strict.setup("fit")
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_other_subcommands_from_a_checkpoint(subcommand, short_run, cifar10_root, tmp_path, monkeypatch):
+    cli, workdir = short_run
+    monkeypatch.chdir(tmp_path)
+    out = run_cli(subcommand, "quickstart", cifar10_root, f"--ckpt_path {_last(workdir)}")
+    assert out.trainer.state.finished
+    if subcommand == "predict":
+        probs = torch.cat([p["probs"] for p in out.trainer.predict_loop.predictions])
+        assert probs.shape == (30, 10) and torch.allclose(probs.sum(1), torch.ones(30))
+    else:
+        assert f"{'val' if subcommand == 'validate' else 'test'}/acc" in out.trainer.callback_metrics
+
+
+def test_callbacks_from_the_command_line_join_the_defaults(cifar10_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = ("--trainer.max_epochs 20 --data.batch_size 64 --model.lr 0.0 --test_after_fit false "
+             "--trainer.callbacks+ EarlyStopping --trainer.callbacks.monitor val/acc "
+             "--trainer.callbacks.mode max --trainer.callbacks.patience 1")  # fmt: skip
+    cli = run_cli("fit", "quickstart", cifar10_root, extra)
+    kinds = [type(cb) for cb in cli.trainer.callbacks]
+    assert EarlyStopping in kinds and RichProgressBar not in kinds and LearningRateMonitor in kinds
+    assert kinds.count(ModelCheckpoint) == 2
+    assert cli.trainer.current_epoch < 20  # lr 0 cannot improve val/acc: stopped early

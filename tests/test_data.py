@@ -46,7 +46,9 @@ def test_split_is_deterministic_for_a_seed_and_disjoint(cifar10_root):
         return dm
 
     a, b, c = split(0), split(0), split(1)
-    assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(a.train_set.labels, b.train_set.labels)
+    assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(
+        a.train_set.labels, b.train_set.labels
+    )
     assert not torch.equal(a.val_set.images, c.val_set.images)
     assert len(a.val_set) == 20
     train_idx, val_idx = seeded_split(144, 20, 0)
@@ -67,7 +69,9 @@ def test_val_size_that_leaves_nothing_is_refused(cifar10_root):
 
 
 def test_loader_hands_out_uint8_batches_normalised_on_the_device(cifar10_root):
-    dm = CIFAR10DataModule(data_dir=str(cifar10_root), batch_size=16, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    dm = CIFAR10DataModule(
+        data_dir=str(cifar10_root), batch_size=16, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]
+    )
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     assert x.dtype == torch.uint8 and x.shape == (16, 3, 32, 32) and y.dtype == torch.int64

@@ -13,9 +13,25 @@ ALL = list_models()
 
 
 def test_registry_lists_every_family():
-    for name in ["model_a", "model_g", "model_gap", "base_cnn", "base_cnn_deep", "base_cnn_k5", "base_cnn_wide",
-                 "stacked_pairs", "stacked_pairs_bn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                 "vgg_like", "vgg_like_bn", "vgg_like_bn_noise"]:
+    for name in [
+        "model_a",
+        "model_g",
+        "model_gap",
+        "base_cnn",
+        "base_cnn_deep",
+        "base_cnn_k5",
+        "base_cnn_wide",
+        "stacked_pairs",
+        "stacked_pairs_bn",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "vgg_like",
+        "vgg_like_bn",
+        "vgg_like_bn_noise",
+    ]:
         assert name in ALL
 
 
@@ -105,12 +121,22 @@ def test_dropout_and_batchnorm_where_the_presets_say():
         return sum(isinstance(m, kind) for m in net.modules())
 
     assert count(create_model("model_e"), nn.BatchNorm2d) == 0
-    assert count(create_model("model_f"), nn.BatchNorm2d) == 8 and count(create_model("model_f"), nn.Dropout) == 0
+    assert (
+        count(create_model("model_f"), nn.BatchNorm2d) == 8
+        and count(create_model("model_f"), nn.Dropout) == 0
+    )
     g = create_model("model_g")
     assert [m.p for m in g.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.2, 0.3, 0.4]
     assert count(create_model("vgg_like"), nn.BatchNorm2d) == 0
-    assert count(create_model("vgg_like_bn"), nn.BatchNorm2d) == 8 and count(create_model("vgg_like_bn"), nn.BatchNorm1d) == 2
-    assert all(isinstance(m, nn.Sigmoid) for m in create_model("model_c").features if not isinstance(m, (nn.Conv2d, nn.MaxPool2d)))
+    assert (
+        count(create_model("vgg_like_bn"), nn.BatchNorm2d) == 8
+        and count(create_model("vgg_like_bn"), nn.BatchNorm1d) == 2
+    )
+    assert all(
+        isinstance(m, nn.Sigmoid)
+        for m in create_model("model_c").features
+        if not isinstance(m, (nn.Conv2d, nn.MaxPool2d))
+    )
 
 
 def test_noisy_batchnorm_changes_every_training_step_and_is_off_at_eval():

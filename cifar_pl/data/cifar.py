@@ -57,14 +57,18 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Te
 
     Cut-down copies keep every label but only the first N pixel rows, so labels are cut to the rows.
     """
-    hint = ("restore the file, or delete the folder and fetch it again with --data.download true")
+    hint = "restore the file, or delete the folder and fetch it again with --data.download true"
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e}); {hint}") from None
+        raise ValueError(
+            f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e}); {hint}"
+        ) from None
     if not isinstance(d, dict) or b"data" not in d or label_key.encode() not in d:
-        keys = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in d) if isinstance(d, dict) else []
+        keys = (
+            sorted(k.decode() if isinstance(k, bytes) else str(k) for k in d) if isinstance(d, dict) else []
+        )
         raise ValueError(f"{path} lacks the CIFAR keys 'data' and '{label_key}' (found {keys}); {hint}")
     data = np.asarray(d[b"data"])
     labels = np.asarray(d[label_key.encode()], dtype=np.int64)

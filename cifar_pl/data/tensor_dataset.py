@@ -18,7 +18,9 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be an N x C x H x W uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be an N x C x H x W uint8 tensor, got {images.dtype} {tuple(images.shape)}"
+            )
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images

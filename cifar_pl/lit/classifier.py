@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric, MetricCollection
@@ -141,7 +140,9 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_start is not None:  # includes the validation run at the end of the epoch
-            self.log("train/epoch_time", time.perf_counter() - self._epoch_start, on_epoch=True, sync_dist=True)
+            self.log(
+                "train/epoch_time", time.perf_counter() - self._epoch_start, on_epoch=True, sync_dist=True
+            )
 
     # ---- optimiser and schedule ----
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -172,12 +173,16 @@ class ImageClassifier(pl.LightningModule):
         warmup = round(hp.warmup_epochs * steps_per_epoch)
         if hp.scheduler == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=hp.lr, total_steps=total_steps,
+                opt,
+                max_lr=hp.lr,
+                total_steps=total_steps,
                 pct_start=min(0.99, warmup / total_steps) if warmup else 0.3,
             )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if hp.scheduler not in ("constant", "multistep", "cosine"):
-            raise ValueError(f"Unknown scheduler '{hp.scheduler}'; choose one of constant, multistep, cosine, onecycle")
+            raise ValueError(
+                f"Unknown scheduler '{hp.scheduler}'; choose one of constant, multistep, cosine, onecycle"
+            )
         per_step = hp.interval == "step"
         multiplier = LRMultiplier(
             kind=hp.scheduler,

@@ -6,6 +6,13 @@ from ._registry import create_model, is_model, list_models, register_model
 from ._weights import LoadReport, load_weights, read_state_dict
 
 __all__ = [
-    "ClassifierNet", "GlobalAvgPoolHead", "LoadReport", "create_model", "is_model", "list_models", "load_weights",
-    "read_state_dict", "register_model",
+    "ClassifierNet",
+    "GlobalAvgPoolHead",
+    "LoadReport",
+    "create_model",
+    "is_model",
+    "list_models",
+    "load_weights",
+    "read_state_dict",
+    "register_model",
 ]

@@ -35,7 +35,5 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown net '{name}'.{hint} Registered nets: {', '.join(list_models())}"
-        )
+        raise ValueError(f"Unknown net '{name}'.{hint} Registered nets: {', '.join(list_models())}")
     return _MODELS[name](num_classes=num_classes, **kwargs)

@@ -20,8 +20,14 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _conv_act_bn(in_ch: int, out_ch: int, activation: str, batchnorm: bool, kernel_size: int = 3,
-                 padding: int | str = "same") -> list[nn.Module]:
+def _conv_act_bn(
+    in_ch: int,
+    out_ch: int,
+    activation: str,
+    batchnorm: bool,
+    kernel_size: int = 3,
+    padding: int | str = "same",
+) -> list[nn.Module]:
     # conv -> activation -> BN: the order of the course these nets come from (BN after the non-linearity).
     layers = [nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding), _activation(activation)]
     if batchnorm:
@@ -74,7 +80,7 @@ class ConvBlockNet(ClassifierNet):
             raise ValueError(f"dropouts has {len(dropouts)} values for {len(widths)} blocks")
         layers: list[nn.Module] = []
         ch = in_chans
-        for width, drop in zip(widths, dropouts):
+        for width, drop in zip(widths, dropouts, strict=True):
             layers += _conv_act_bn(ch, width, activation, batchnorm)
             layers += _conv_act_bn(width, width, activation, batchnorm)
             layers.append(nn.MaxPool2d(pool))
@@ -91,8 +97,9 @@ class ConvBlockNet(ClassifierNet):
             self.num_features = ch
         else:
             self.fixed_input_size = (input_size, input_size)
-            self.head, self.num_features = _flatten_head((), _flat_size(self.features, in_chans, input_size),
-                                                         head_drop)
+            self.head, self.num_features = _flatten_head(
+                (), _flat_size(self.features, in_chans, input_size), head_drop
+            )
         self.classifier = nn.Linear(self.num_features, num_classes)
 
 
@@ -122,6 +129,7 @@ class PlainCNN(ClassifierNet):
 
 
 # ---- the conv-block family ---------------------------------------------------------------------
+
 
 @register_model
 def model_a(num_classes: int = 10, **kwargs) -> ConvBlockNet:
@@ -160,19 +168,32 @@ def model_f(num_classes: int = 10, **kwargs) -> ConvBlockNet:
 
 
 @register_model
-def model_g(num_classes: int = 10, dropouts: Sequence[float] = (0.1, 0.2, 0.3, 0.4), **kwargs) -> ConvBlockNet:
+def model_g(
+    num_classes: int = 10, dropouts: Sequence[float] = (0.1, 0.2, 0.3, 0.4), **kwargs
+) -> ConvBlockNet:
     """model_f with dropout 0.1, 0.2, 0.3, 0.4 after the four blocks."""
-    return ConvBlockNet([20, 40, 80, 160], num_classes, activation="relu", batchnorm=True,
-                        dropouts=dropouts, **kwargs)
+    return ConvBlockNet(
+        [20, 40, 80, 160], num_classes, activation="relu", batchnorm=True, dropouts=dropouts, **kwargs
+    )
 
 
 @register_model
-def model_gap(num_classes: int = 10, dropouts: Sequence[float] = (0.1, 0.2, 0.3), head_drop: float = 0.4,
-              **kwargs) -> ConvBlockNet:
+def model_gap(
+    num_classes: int = 10, dropouts: Sequence[float] = (0.1, 0.2, 0.3), head_drop: float = 0.4, **kwargs
+) -> ConvBlockNet:
     """Three BN + dropout blocks (20, 40, 80), conv 80->160 and 160->160 (ReLU, BN), global average
     pooling, dropout 0.4, linear 160 -> classes. Takes images of any size."""
-    return ConvBlockNet([20, 40, 80], num_classes, activation="relu", batchnorm=True, dropouts=dropouts,
-                        extra_convs=(160, 160), global_pool=True, head_drop=head_drop, **kwargs)
+    return ConvBlockNet(
+        [20, 40, 80],
+        num_classes,
+        activation="relu",
+        batchnorm=True,
+        dropouts=dropouts,
+        extra_convs=(160, 160),
+        global_pool=True,
+        head_drop=head_drop,
+        **kwargs,
+    )
 
 
 @register_model
@@ -182,13 +203,17 @@ def stacked_pairs(num_classes: int = 10, **kwargs) -> ConvBlockNet:
 
 
 @register_model
-def stacked_pairs_bn(num_classes: int = 10, dropouts: Sequence[float] = (0.2, 0.3, 0.4), **kwargs) -> ConvBlockNet:
+def stacked_pairs_bn(
+    num_classes: int = 10, dropouts: Sequence[float] = (0.2, 0.3, 0.4), **kwargs
+) -> ConvBlockNet:
     """stacked_pairs with BatchNorm after every conv and dropout 0.2/0.3/0.4 after the pools."""
-    return ConvBlockNet([32, 64, 128], num_classes, activation="relu", batchnorm=True, dropouts=dropouts,
-                        **kwargs)
+    return ConvBlockNet(
+        [32, 64, 128], num_classes, activation="relu", batchnorm=True, dropouts=dropouts, **kwargs
+    )
 
 
 # ---- the base CNN and its variants ---------------------------------------------------------------
+
 
 @register_model
 def base_cnn(num_classes: int = 10, **kwargs) -> PlainCNN:
@@ -199,8 +224,12 @@ def base_cnn(num_classes: int = 10, **kwargs) -> PlainCNN:
 @register_model
 def base_cnn_deep(num_classes: int = 10, **kwargs) -> PlainCNN:
     """base_cnn with every conv doubled (six convs: 32, 32, pool, 64, 64, pool, 64, 64)."""
-    return PlainCNN([(32, 3, False), (32, 3, True), (64, 3, False), (64, 3, True), (64, 3, False), (64, 3, False)],
-                    (64,), num_classes, **kwargs)
+    return PlainCNN(
+        [(32, 3, False), (32, 3, True), (64, 3, False), (64, 3, True), (64, 3, False), (64, 3, False)],
+        (64,),
+        num_classes,
+        **kwargs,
+    )
 
 
 @register_model

@@ -77,8 +77,10 @@ class CifarResNet(ClassifierNet):
     @classmethod
     def filter_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename the reference implementation's ``linear.*`` to our ``classifier.*``."""
-        return {("classifier." + k[len("linear."):] if k.startswith("linear.") else k): v
-                for k, v in state_dict.items()}
+        return {
+            ("classifier." + k[len("linear.") :] if k.startswith("linear.") else k): v
+            for k, v in state_dict.items()
+        }
 
 
 def _resnet(depth: int):

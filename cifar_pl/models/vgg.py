@@ -48,8 +48,17 @@ class VGGLike(ClassifierNet):
     or ``"bn_noise"`` (BN then injected noise).
     """
 
-    def __init__(self, depth: int = 11, num_classes: int = 10, in_chans: int = 3, norm: str = "none",
-                 fc_width: int = 512, noise_mean: float = 0.5, noise_scale: float = 2.0, input_size: int = 32):
+    def __init__(
+        self,
+        depth: int = 11,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        norm: str = "none",
+        fc_width: int = 512,
+        noise_mean: float = 0.5,
+        noise_scale: float = 2.0,
+        input_size: int = 32,
+    ):
         super().__init__()
         if depth not in VGG_CFGS:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CFGS)}, got {depth}")
