@@ -33,7 +33,8 @@ class CifarCLI(LightningCLI):
       next to the run's ``config.yaml``;
     * ``checkpoint.*`` configures the ModelCheckpoint that keeps the best ``val/acc``; ``last_checkpoint.*``
       the one that rewrites ``last.ckpt`` after every validation (``every_n_train_steps`` for mid-epoch saves);
-    * a rich progress bar and a LearningRateMonitor are added unless the config turns them off.
+    * a rich progress bar, a LearningRateMonitor and the DataPreview (augmentation pictures in TensorBoard)
+      are added unless the config turns them off (no logger: no LR monitor and no preview).
     """
 
     def __init__(self, *args, **kwargs):
@@ -91,6 +92,10 @@ class CifarCLI(LightningCLI):
                 Namespace(
                     class_path="pytorch_lightning.callbacks.RichProgressBar", init_args=Namespace(leave=True)
                 )
+            )
+        if trainer.logger is not False and not any("DataPreview" in p for p in present):
+            trainer.callbacks.append(
+                Namespace(class_path="cifar_pl.callbacks.DataPreview", init_args=Namespace())
             )
         if trainer.logger is not False and not any("LearningRateMonitor" in p for p in present):
             trainer.callbacks.append(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .tensor_dataset import TensorImageDataset, collate_batch, normalize_uint8, seeded_split
+from .transforms import Augmentation
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_FINE_CLASSES = [
@@ -88,6 +90,13 @@ class CIFARDataModule(pl.LightningDataModule):
     below 1) with ``split_seed``; the official test set is used for ``test`` and ``predict`` only.
     Batches leave the loader as uint8 and are normalised on the training device
     (``on_after_batch_transfer``), by ``mean``/``std`` (defaults: the dataset's own statistics).
+
+    ``augment`` (training data only): a preset name (``none``, ``standard``, ``color_rotate_flip``,
+    ``shift_gray``, ``autoaugment_cutout``) or a list of steps (see ``cifar_pl.data.transforms``).
+    ``augment_on_device``: ``auto`` runs a pipeline of crop/flip/shift/grayscale/cutout batched on the training device
+    and anything else per image in the loader; ``false`` forces per-image; ``true`` insists on batched.
+    ``num_workers``: None picks 0 when no per-image augmentation runs (a batch is one tensor index, workers
+    would only add copies) and up to 8 loader processes otherwise.
     """
 
     folder: str
@@ -104,20 +113,28 @@ class CIFARDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         pin_memory: bool = True,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        augment: str | list[dict[str, Any]] | None = "none",
+        augment_on_device: bool | Literal["auto"] = "auto",
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.augmentation = Augmentation.from_config(augment, augment_on_device)  # bad names fail here
+        self._batch_augment = self.augmentation.on_batch()
+        self._mixing = None  # built in setup, once num_classes is certain
         self.data_dir = Path(data_dir).expanduser()
         self.download = download
         self.val_size = val_size
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        per_image = self.augmentation.per_image() is not None
+        self.num_workers = (
+            num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if per_image else 0)
+        )
         self.pin_memory = pin_memory
         self.mean = tuple(mean) if mean is not None else self.default_mean
         self.std = tuple(std) if std is not None else self.default_std
@@ -188,6 +205,8 @@ class CIFARDataModule(pl.LightningDataModule):
             full = self._read(self.train_files)
             train_idx, val_idx = seeded_split(len(full), self.val_size, self.split_seed)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
+            self.train_set.transform = self.augmentation.per_image()  # validation data is never augmented
+            self._mixing = self.augmentation.mixing(self.num_classes)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._read(self.test_files)
 
@@ -224,12 +243,35 @@ class CIFARDataModule(pl.LightningDataModule):
             self._mean_t, self._std_t = self._mean_t.to(x.device), self._std_t.to(x.device)
         return normalize_uint8(x, self._mean_t, self._std_t)
 
+    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The batched training augmentation of a uint8 batch (identity when the pipeline runs per image)."""
+        return self._batch_augment(x) if self._batch_augment is not None else x
+
+    def augment_examples(self, images: torch.Tensor, draws: int) -> torch.Tensor:
+        """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W), drawn as
+        training would draw them; batch-level steps (MixUp, CutMix) are not shown."""
+        per_image = self.augmentation.per_image()
+        if per_image is not None:
+            out = torch.stack([torch.stack([per_image(img) for _ in range(draws)]) for img in images])
+        else:
+            out = self.augment_batch(images.repeat_interleave(draws, 0)).view(
+                len(images), draws, *images.shape[1:]
+            )
+        return out
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Only uint8 image batches are ours to normalise (the model summary also sends a float example through).
         if isinstance(batch, torch.Tensor):
             return self.normalize(batch) if batch.dtype == torch.uint8 else batch
         x, *rest = batch
-        return (self.normalize(x), *rest) if x.dtype == torch.uint8 else batch
+        if x.dtype != torch.uint8:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        x = self.normalize(self.augment_batch(x) if training else x)
+        if training and self._mixing is not None:
+            x, y = self._mixing(x, rest[0])
+            rest = [y, *rest[1:]]
+        return (x, *rest)
 
 
 class CIFAR10DataModule(CIFARDataModule):

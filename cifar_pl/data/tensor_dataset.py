@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -16,7 +16,12 @@ class TensorImageDataset(Dataset):
     float and normalisation happen on the training device, once per batch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"images must be an N x C x H x W uint8 tensor, got {images.dtype} {tuple(images.shape)}"
@@ -25,16 +30,21 @@ class TensorImageDataset(Dataset):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels.long()
+        self.transform = transform  # per-image (uint8 C x H x W -> uint8 C x H x W), in the loader
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        img = self.images[index]
+        return (self.transform(img) if self.transform else img), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
+        images = self.images[idx]
+        if self.transform is not None:
+            images = torch.stack([self.transform(img) for img in images])
+        return images, self.labels[idx]
 
     def subset(self, indices: torch.Tensor) -> TensorImageDataset:
         """A new dataset holding the rows ``indices`` (a copy: the split owns its rows)."""

@@ -1,0 +1,113 @@
+"""What the data and its augmentation look like.
+
+    python -m cifar_pl.viz.augment --config configs/shake26_cutout.yaml --data.data_dir ../shared/data --out previews/
+
+writes ``samples.png`` (training images with their class names) and ``augmentations.png`` (originals beside
+several augmented draws of each, as training draws them) for the config's DataModule.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
+    ax.imshow(img.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def samples_figure(images: torch.Tensor, labels: torch.Tensor, classes: list[str], cols: int = 8) -> Figure:
+    """A grid of uint8 images (N x C x H x W) titled with their class names."""
+    rows = (len(images) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.55 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, y in zip(axes.flat, images, labels, strict=False):
+        ax.axis("on")
+        _show(ax, img, classes[int(y)])
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_figure(
+    originals: torch.Tensor, draws: torch.Tensor, labels: torch.Tensor, classes: list[str], title: str = ""
+) -> Figure:
+    """One row per image: the original, then its augmented draws (``draws``: N x D x C x H x W, uint8)."""
+    n, d = draws.shape[:2]
+    fig, axes = plt.subplots(n, d + 1, figsize=(1.3 * (d + 1), 1.4 * n), squeeze=False)
+    for i in range(n):
+        _show(
+            axes[i, 0],
+            originals[i],
+            f"{classes[int(labels[i])]}" if i else f"original\n{classes[int(labels[i])]}",
+        )
+        for j in range(d):
+            _show(axes[i, j + 1], draws[i, j], f"draw {j + 1}" if i == 0 else None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def preview_figures(datamodule, n_images: int = 8, draws: int = 6, seed: int = 0) -> dict[str, Figure]:
+    """The two preview figures for a CIFAR-style DataModule (set up for fit on first use)."""
+    if datamodule.train_set is None:
+        datamodule.setup("fit")
+    ds = datamodule.train_set
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[: max(n_images, 32)]
+    images, labels = ds.images[idx], ds.labels[idx]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        augmented = datamodule.augment_examples(images[:n_images], draws)
+    name = datamodule.hparams.get("augment")
+    title = (
+        f"augment: {name}"
+        if isinstance(name, str)
+        else "augment: " + ", ".join(s["name"] for s in name or [])
+    )
+    return {
+        "samples": samples_figure(images, labels, datamodule.classes),
+        "augmentations": augmentation_figure(
+            images[:n_images], augmented, labels[:n_images], datamodule.classes, title
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Write samples.png and augmentations.png for a config (any CLI override allowed)."""
+    import argparse
+
+    from ..cli import CifarCLI
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="previews", help="folder for the PNGs (default: previews/)")
+    ap.add_argument("--images", type=int, default=8, help="images in the augmentation grid")
+    ap.add_argument("--draws", type=int, default=6, help="augmented draws per image")
+    args, rest = ap.parse_known_args(argv if argv is not None else sys.argv[1:])
+    cli = CifarCLI(args=rest, run=False)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in preview_figures(cli.datamodule, args.images, args.draws).items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()
