@@ -105,6 +105,15 @@ class CifarCLI(LightningCLI):
                 )
             )
 
+    def instantiate_trainer(self, **kwargs):
+        # The checkpoint callbacks are always configured (checkpoint.*, last_checkpoint.*); drop them when the
+        # run asks for no checkpointing, which the Trainer would otherwise refuse.
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if config.get("enable_checkpointing") is False:
+            extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
+        return self._instantiate_trainer(config, extra)
+
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
         if not cfg.test_after_fit or self.trainer.interrupted:

@@ -179,3 +179,10 @@ def test_callbacks_from_the_command_line_join_the_defaults(cifar10_root, tmp_pat
     assert EarlyStopping in kinds and RichProgressBar not in kinds and LearningRateMonitor in kinds
     assert kinds.count(ModelCheckpoint) == 2
     assert cli.trainer.current_epoch < 20  # lr 0 cannot improve val/acc: stopped early
+
+
+def test_checkpointing_can_be_turned_off(cifar10_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli("fit", "quickstart", cifar10_root, "--trainer.max_epochs 1 --trainer.enable_checkpointing false")
+    assert not cli.trainer.checkpoint_callbacks and "test/acc" in cli.trainer.callback_metrics
+    assert not list(tmp_path.rglob("*.ckpt"))
