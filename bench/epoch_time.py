@@ -26,11 +26,31 @@ def epoch_time(config: str, augment: str, data: str, workdir: Path) -> float:
     old = os.getcwd()
     os.chdir(workdir)
     try:
-        cli = cli_main(["fit", "--config", str(Path(old) / config), "--data.data_dir", str(Path(old) / data),
-                        "--data.augment", augment, "--trainer.max_epochs", "2", "--trainer.enable_progress_bar",
-                        "false", "--trainer.enable_model_summary", "false", "--trainer.enable_checkpointing",
-                        "false", "--test_after_fit", "false", "--trainer.logger", "false",
-                        "--trainer.num_sanity_val_steps", "0"])
+        cli = cli_main(
+            [
+                "fit",
+                "--config",
+                str(Path(old) / config),
+                "--data.data_dir",
+                str(Path(old) / data),
+                "--data.augment",
+                augment,
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.enable_checkpointing",
+                "false",
+                "--test_after_fit",
+                "false",
+                "--trainer.logger",
+                "false",
+                "--trainer.num_sanity_val_steps",
+                "0",
+            ]
+        )
     finally:
         os.chdir(old)
     return float(cli.trainer.callback_metrics["train/epoch_time"])
@@ -54,8 +74,10 @@ def main() -> None:
     base = statistics.median(times[args.augment[0]])
     print(f"\n| augment | epoch times (s) | median (s) | vs {args.augment[0]} |\n| --- | --- | ---: | ---: |")
     for aug, ts in times.items():
-        print(f"| {aug} | {', '.join(f'{t:.2f}' for t in ts)} | {statistics.median(ts):.2f} | "
-              f"{statistics.median(ts) / base:.3f} |")
+        print(
+            f"| {aug} | {', '.join(f'{t:.2f}' for t in ts)} | {statistics.median(ts):.2f} | "
+            f"{statistics.median(ts) / base:.3f} |"
+        )
 
 
 if __name__ == "__main__":
