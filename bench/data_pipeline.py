@@ -28,6 +28,7 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_pl.data import CIFAR10DataModule  # noqa: E402
 from cifar_pl.data.tensor_dataset import TensorImageDataset, collate_batch  # noqa: E402
+from cifar_pl.data.transforms import Augmentation  # noqa: E402
 
 
 class PILDataset(Dataset):
@@ -99,8 +100,8 @@ def main() -> None:
     )
     pil_ds = PILDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), classic)
 
-    per_image_dm = CIFAR10DataModule(data_dir=args.data, augment="standard", augment_on_device=False)
-    per_image_ds = TensorImageDataset(images, labels, per_image_dm.augmentation.per_image())
+    per_image = Augmentation.from_config("standard", on_device=False).per_image()
+    per_image_ds = TensorImageDataset(images, labels, per_image)
     batched_ds = TensorImageDataset(images, labels)
 
     def loader(ds, workers, collate=None):

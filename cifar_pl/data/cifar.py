@@ -124,6 +124,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.augmentation = Augmentation.from_config(augment, augment_on_device)  # bad names fail here
         self._batch_augment = self.augmentation.on_batch()
+        self._per_image = self.augmentation.per_image()
         self._mixing = None  # built in setup, once num_classes is certain
         self.data_dir = Path(data_dir).expanduser()
         self.download = download
@@ -131,9 +132,10 @@ class CIFARDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        per_image = self.augmentation.per_image() is not None
         self.num_workers = (
-            num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if per_image else 0)
+            num_workers
+            if num_workers is not None
+            else (min(8, os.cpu_count() or 1) if self._per_image else 0)
         )
         self.pin_memory = pin_memory
         self.mean = tuple(mean) if mean is not None else self.default_mean
@@ -205,7 +207,7 @@ class CIFARDataModule(pl.LightningDataModule):
             full = self._read(self.train_files)
             train_idx, val_idx = seeded_split(len(full), self.val_size, self.split_seed)
             self.train_set, self.val_set = full.subset(train_idx), full.subset(val_idx)
-            self.train_set.transform = self.augmentation.per_image()  # validation data is never augmented
+            self.train_set.transform = self._per_image  # validation data is never augmented
             self._mixing = self.augmentation.mixing(self.num_classes)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._read(self.test_files)
@@ -250,14 +252,11 @@ class CIFARDataModule(pl.LightningDataModule):
     def augment_examples(self, images: torch.Tensor, draws: int) -> torch.Tensor:
         """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W), drawn as
         training would draw them; batch-level steps (MixUp, CutMix) are not shown."""
-        per_image = self.augmentation.per_image()
-        if per_image is not None:
-            out = torch.stack([torch.stack([per_image(img) for _ in range(draws)]) for img in images])
-        else:
-            out = self.augment_batch(images.repeat_interleave(draws, 0)).view(
-                len(images), draws, *images.shape[1:]
-            )
-        return out
+        if self._per_image is not None:
+            return torch.stack([torch.stack([self._per_image(img) for _ in range(draws)]) for img in images])
+        return self.augment_batch(images.repeat_interleave(draws, 0)).view(
+            len(images), draws, *images.shape[1:]
+        )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Only uint8 image batches are ours to normalise (the model summary also sends a float example through).
