@@ -9,7 +9,7 @@ DATA ?= $(or $(CIFAR_PL_DATA),../shared/data)
 
 STAMP := $(VENV)/.cifar_pl-installed
 
-.PHONY: install quickstart test test-all lint format tensorboard clean
+.PHONY: install quickstart transfer test test-all lint format tensorboard clean
 
 # The stamp makes `make test` on a fresh clone install first, and skip pip when nothing changed.
 $(STAMP): pyproject.toml
@@ -22,6 +22,11 @@ install: $(STAMP)
 
 quickstart: $(STAMP)
 	$(PY) -m cifar_pl fit --config configs/quickstart.yaml --data.data_dir $(DATA)
+
+# The transfer-learning workflow (docs/transfer.md) on a folder of class folders: make transfer PHOTOS=data/photos
+PHOTOS ?= data/photos
+transfer: $(STAMP)
+	PY=$(PY) CIFAR_PL_DATA=$(DATA) bash scripts/transfer.sh $(PHOTOS) $(NAME)
 
 # Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs).
 test: $(STAMP)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
 
 from . import data as _data  # noqa: F401  (DataModules must be imported to be found by short name)
 from .lit import ImageClassifier
@@ -33,8 +37,9 @@ class CifarCLI(LightningCLI):
       next to the run's ``config.yaml``;
     * ``checkpoint.*`` configures the ModelCheckpoint that keeps the best ``val/acc``; ``last_checkpoint.*``
       the one that rewrites ``last.ckpt`` after every validation (``every_n_train_steps`` for mid-epoch saves);
-    * a rich progress bar, a LearningRateMonitor and the DataPreview (augmentation pictures in TensorBoard)
-      are added unless the config turns them off (no logger: no LR monitor and no preview).
+    * after ``fit``, ``lightning_logs/<experiment>/best.ckpt`` links to the best checkpoint of the newest run;
+    * a rich progress bar, a LearningRateMonitor, the DataPreview (augmentation pictures in TensorBoard) and
+      the TestReport (confusion matrix, mistakes and CAMs of the test set in TensorBoard) are added unless the config turns them off (no logger: no LR monitor and no preview).
     """
 
     def __init__(self, *args, **kwargs):
@@ -97,6 +102,10 @@ class CifarCLI(LightningCLI):
             trainer.callbacks.append(
                 Namespace(class_path="cifar_pl.callbacks.DataPreview", init_args=Namespace())
             )
+        if trainer.logger is not False and not any("TestReport" in p for p in present):
+            trainer.callbacks.append(
+                Namespace(class_path="cifar_pl.callbacks.TestReport", init_args=Namespace())
+            )
         if trainer.logger is not False and not any("LearningRateMonitor" in p for p in present):
             trainer.callbacks.append(
                 Namespace(
@@ -116,7 +125,22 @@ class CifarCLI(LightningCLI):
 
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
+        best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
+        if best and self.trainer.is_global_zero and self.trainer.log_dir:
+            link_best(Path(best), Path(self.trainer.log_dir).parent / "best.ckpt")
         if not cfg.test_after_fit or self.trainer.interrupted:
             return
-        best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def link_best(target: Path, link: Path) -> None:
+    """Point ``link`` (``lightning_logs/<experiment>/best.ckpt``) at the newest run's best checkpoint, so a
+    later stage can name it (``init_from: lightning_logs/<experiment>/best.ckpt``) without knowing version_N.
+    Replaced atomically; a real file of that name is left alone."""
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)
+    rank_zero_info(f"best checkpoint: {target} (linked as {link})")

@@ -98,3 +98,35 @@ def run_cli(subcommand: str, config: str | Path, data_dir: Path | None = None, e
     if data_dir is not None:
         args += ["--data.data_dir", str(data_dir)]
     return cli_main(args + extra.split())
+
+
+# Class i of a test photo folder is dominated by this colour, so a net can learn it in a few steps.
+PHOTO_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230), (230, 210, 40)]
+
+
+def write_photo(path: Path, colour, size=(40, 30), seed: int = 0, mode: str = "RGB") -> Path:
+    """A noisy image of ``colour`` saved in ``mode`` (RGB, RGBA, P, L, CMYK) with the format of the suffix."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour)[None, None] + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+    img = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    img = img.convert(mode) if mode != "P" else img.quantize(16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def write_photo_folder(root: Path, classes: list[str], per_class: int, seed: int = 0) -> Path:
+    """``root/<class>/img_NNN.jpg`` for each class, ``per_class`` photos of varied sizes."""
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            size = (24 + 7 * (i % 5), 20 + 5 * (i % 3))
+            write_photo(root / name / f"img_{i:03d}.jpg", PHOTO_COLOURS[c % 4], size, seed=seed + 100 * c + i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_root(tmp_path_factory) -> Path:
+    """A small scraped-photo collection: 3 classes x 20 JPEGs of varied sizes."""
+    return write_photo_folder(tmp_path_factory.mktemp("photos"), ["cat", "dog", "owl"], 20)

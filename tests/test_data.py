@@ -161,7 +161,7 @@ def test_real_cifar10_subset(real_data):
     # Per-class counts of the 1,017 test rows, as ../shared/data/README.md lists them.
     assert torch.bincount(dm.test_set.labels).tolist() == [105, 93, 100, 104, 92, 87, 114, 102, 110, 110]
     mean = dm.test_set.images.float().div(255).mean((0, 2, 3))
-    torch.testing.assert_close(mean, torch.tensor(dm.default_mean), atol=0.02, rtol=0)
+    torch.testing.assert_close(mean, torch.tensor(dm.mean), atol=0.02, rtol=0)
 
 
 @pytest.mark.real_data

@@ -69,3 +69,24 @@ def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
     """uint8 N x C x H x W in [0, 255] -> float, standardised per channel (mean/std given for [0, 1])."""
     x = x.float().div_(255)
     return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+
+def stratified_split(
+    labels: torch.Tensor, val_size: int | float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``seeded_split``, but every class gives the same share to validation (a count ``val_size`` is
+    spread over the classes in proportion to their sizes), so small classes are never left out of either side.
+    """
+    n = len(labels)
+    frac = val_size if isinstance(val_size, float) and val_size < 1 else int(val_size) / max(1, n)
+    if not 0 <= frac < 1:
+        raise ValueError(f"val_size={val_size} leaves no training rows out of {n}; use a smaller val_size")
+    gen = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in labels.unique(sorted=True):
+        rows = (labels == c).nonzero().flatten()
+        rows = rows[torch.randperm(len(rows), generator=gen)]
+        n_val = min(len(rows) - 1, round(frac * len(rows)))  # each class keeps a training row
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values

@@ -34,6 +34,9 @@ class ImageClassifier(pl.LightningModule):
         betas: Adam/AdamW only.
         weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
         no_decay_bn_bias: exempt BatchNorm weights and all biases (every 1-d parameter) from weight decay.
+        body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
+            pretrained body gently while a new head learns fast). Frozen parameters (``FreezeBackbone``) stay
+            in the optimiser without gradients, so unfreezing later needs no new parameter group.
         scheduler: ``constant``, ``multistep``, ``cosine`` or ``onecycle`` (torch's OneCycleLR, per step).
         interval: step the schedule every optimiser ``step`` or every ``epoch``.
         warmup_epochs: linear warmup length in epochs (fractions allowed); for onecycle, its rising part.
@@ -62,6 +65,7 @@ class ImageClassifier(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 5e-4,
         no_decay_bn_bias: bool = False,
+        body_lr_factor: float = 1.0,
         scheduler: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine",
         interval: Literal["step", "epoch"] = "step",
         warmup_epochs: float = 0.0,
@@ -164,13 +168,31 @@ class ImageClassifier(pl.LightningModule):
 
     # ---- optimiser and schedule ----
     def _param_groups(self) -> list[dict[str, Any]]:
-        wd = self.hparams.weight_decay
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not self.hparams.no_decay_bn_bias or wd == 0:
-            return [{"params": params, "weight_decay": wd}]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        hp = self.hparams
+        # Every parameter, trainable now or not: a frozen one has no gradient, so the optimiser skips it
+        # (no update, no weight decay, no momentum) until a callback unfreezes it.
+        params = list(self.parameters())
+        if hp.body_lr_factor == 1:
+            parts = [("all", params, hp.lr)]
+        else:
+            head = {id(p) for p in self.net.get_classifier().parameters()}
+            parts = [
+                ("body", [p for p in params if id(p) not in head], hp.lr * hp.body_lr_factor),
+                ("classifier", [p for p in params if id(p) in head], hp.lr),
+            ]
+        groups = []
+        for name, ps, lr in parts:
+            if not hp.no_decay_bn_bias or hp.weight_decay == 0:
+                groups.append({"name": name, "params": ps, "lr": lr, "weight_decay": hp.weight_decay})
+                continue
+            groups.append({"name": name, "params": [p for p in ps if p.ndim > 1], "lr": lr,
+                           "weight_decay": hp.weight_decay})  # fmt: skip
+            groups.append({"name": f"{name}_no_decay", "params": [p for p in ps if p.ndim <= 1], "lr": lr,
+                           "weight_decay": 0.0})  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+        if len(groups) == 1:  # one group logs its LR as plain `lr-SGD`
+            del groups[0]["name"]
+        return groups
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -192,7 +214,7 @@ class ImageClassifier(pl.LightningModule):
         if hp.scheduler == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt,
-                max_lr=hp.lr,
+                max_lr=[g["lr"] for g in groups],
                 total_steps=total_steps,
                 pct_start=min(0.99, warmup / total_steps) if warmup else 0.3,
             )

@@ -1,0 +1,38 @@
+"""At the end of ``test``, log the confusion matrix, the gallery of mistakes and class-activation maps to
+TensorBoard (``test/confusion``, ``test/mistakes``, ``test/cams``, ``test/channels``)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+
+class TestReport(pl.Callback):
+    """Pictures of the test set after ``test`` (one more forward pass over it, at most ``max_images``)."""
+
+    def __init__(self, n_cams: int = 8, n_mistakes: int = 16, max_images: int = 10000):
+        self.n_cams, self.n_mistakes, self.max_images = n_cams, n_mistakes, max_images
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        test_set = getattr(dm, "test_set", None)
+        if logger is None or test_set is None or not hasattr(dm, "normalize") or trainer.sanity_checking:
+            return
+        import matplotlib.pyplot as plt
+
+        from ..viz.inspect import report_figures
+
+        images, labels = test_set.images[: self.max_images], test_set.labels[: self.max_images]
+        classes = getattr(pl_module, "class_names", None) or [str(i) for i in range(int(labels.max()) + 1)]
+        was_training = pl_module.training
+        pl_module.eval()
+        figs, _ = report_figures(
+            pl_module, pl_module.net, dm.normalize, images, labels, classes, self.n_cams, self.n_mistakes
+        )
+        pl_module.train(was_training)
+        for name, fig in figs.items():
+            logger.experiment.add_figure(f"test/{name}", fig, global_step=trainer.global_step)
+            plt.close(fig)

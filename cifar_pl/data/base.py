@@ -1,0 +1,214 @@
+"""What every DataModule of this package shares: images held in memory as uint8 tensors, handed out a
+batch at a time, augmented and normalised on the training device."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from .tensor_dataset import TensorImageDataset, collate_batch, normalize_uint8
+from .transforms import Augmentation
+
+# Per-channel mean and std of images in [0, 1], by the name a config can give as ``stats``.
+STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Xception, Inception: inputs scaled to [-1, 1]
+}
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0, 1]) of N x C x H x W uint8 images, in chunks to bound memory."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].to(torch.float64).div_(255)
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += x.square().sum(dim=(0, 2, 3))
+    n = images.numel() / images.shape[1]
+    mean = total / n
+    std = (total_sq / n - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+class InMemoryImageDataModule(pl.LightningDataModule):
+    """Base of the DataModules: a subclass says what the classes are and how to read its splits
+    (``_load_fit`` -> train and validation sets, ``_load_test`` -> test set), all as ``TensorImageDataset``.
+
+    Batches leave the loader as uint8 and are augmented (training only) and normalised on the training device
+    in ``on_after_batch_transfer``, by ``mean``/``std`` if given, else by the named ``stats`` (``dataset``:
+    the training split's own per-channel statistics, computed once and kept in the checkpoint).
+
+    ``augment`` (training data only): a preset name (``none``, ``standard``, ``color_rotate_flip``,
+    ``shift_gray``, ``autoaugment_cutout``) or a list of steps (see ``cifar_pl.data.transforms``).
+    ``augment_on_device``: ``auto`` runs a pipeline of crop/flip/shift/grayscale/cutout batched on the training
+    device and anything else per image in the loader; ``false`` forces per-image; ``true`` insists on batched.
+    ``num_workers``: None picks 0 when no per-image augmentation runs (a batch is one tensor index, workers
+    would only add copies) and up to 8 loader processes otherwise.
+    """
+
+    default_stats: str = "dataset"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        val_size: float | int = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        stats: Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception"] = "default",
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        augment: str | list[dict[str, Any]] | None = "none",
+        augment_on_device: bool | Literal["auto"] = "auto",
+    ):
+        super().__init__()
+        self.augmentation = Augmentation.from_config(augment, augment_on_device)  # bad names fail here
+        self._batch_augment = self.augmentation.on_batch()
+        self._per_image = self.augmentation.per_image()
+        self._mixing = None  # built in setup, once num_classes is certain
+        self.data_dir = Path(data_dir).expanduser()
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = (
+            num_workers
+            if num_workers is not None
+            else (min(8, os.cpu_count() or 1) if self._per_image else 0)
+        )
+        self.pin_memory = pin_memory
+        self.stats = self.default_stats if stats == "default" else stats
+        if self.stats != "dataset" and self.stats not in STATS:
+            raise ValueError(f"Unknown stats '{stats}'; choose one of default, dataset, {', '.join(STATS)}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither (then `stats` decides)")
+        if mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0):
+            raise ValueError(f"mean and std need 3 values each (std > 0); got mean={mean}, std={std}")
+        given = (tuple(mean), tuple(std)) if mean is not None else STATS.get(self.stats)
+        self._mean_t, self._std_t = (
+            (torch.tensor(given[0]), torch.tensor(given[1])) if given else (None, None)
+        )
+        self.train_set: TensorImageDataset | None = None
+        self.val_set: TensorImageDataset | None = None
+        self.test_set: TensorImageDataset | None = None
+
+    # ---- what a subclass provides ----
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (the CLI links them into the model, so they land in the checkpoint)."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
+        raise NotImplementedError
+
+    def _load_test(self) -> TensorImageDataset:
+        raise NotImplementedError
+
+    # ---- splits ----
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            self.train_set, self.val_set = self._load_fit()
+            self.train_set.transform = self._per_image  # validation data is never augmented
+            self._mixing = self.augmentation.mixing(self.num_classes)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._load_test()
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self._stats()[0].tolist())
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self._stats()[1].tolist())
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._mean_t is None:  # stats: dataset, and no checkpoint gave them: from the training split
+            if self.train_set is None:
+                self.train_set, self.val_set = self._load_fit()
+                self.train_set.transform = self._per_image
+            mean, std = channel_stats(self.train_set.images)
+            self._mean_t, self._std_t = torch.tensor(mean), torch.tensor(std)
+        return self._mean_t, self._std_t
+
+    def state_dict(self) -> dict[str, Any]:
+        # The normalisation a model was trained with travels in its checkpoint.
+        mean, std = self._stats()
+        return {"mean": mean.tolist(), "std": std.tolist()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "mean" in state_dict and "std" in state_dict:
+            self._mean_t, self._std_t = torch.tensor(state_dict["mean"]), torch.tensor(state_dict["std"])
+
+    # ---- loaders ----
+    def _loader(self, dataset: TensorImageDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    # ---- on the device ----
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the float, standardised tensors the net expects."""
+        mean, std = self._stats()
+        if mean.device != x.device:
+            self._mean_t, self._std_t = mean, std = mean.to(x.device), std.to(x.device)
+        return normalize_uint8(x, mean, std)
+
+    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The batched training augmentation of a uint8 batch (identity when the pipeline runs per image)."""
+        return self._batch_augment(x) if self._batch_augment is not None else x
+
+    def augment_examples(self, images: torch.Tensor, draws: int) -> torch.Tensor:
+        """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W), drawn as
+        training would draw them; batch-level steps (MixUp, CutMix) are not shown."""
+        if self._per_image is not None:
+            return torch.stack([torch.stack([self._per_image(img) for _ in range(draws)]) for img in images])
+        return self.augment_batch(images.repeat_interleave(draws, 0)).view(
+            len(images), draws, *images.shape[1:]
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Only uint8 image batches are ours to normalise (the model summary also sends a float example through).
+        if isinstance(batch, torch.Tensor):
+            return self.normalize(batch) if batch.dtype == torch.uint8 else batch
+        x, *rest = batch
+        if x.dtype != torch.uint8:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        x = self.normalize(self.augment_batch(x) if training else x)
+        if training and self._mixing is not None:
+            x, y = self._mixing(x, rest[0])
+            rest = [y, *rest[1:]]
+        return (x, *rest)

@@ -1,0 +1,214 @@
+"""One command per picture, from a checkpoint (and images, or the checkpoint's own data split).
+
+    python -m cifar_pl.viz cam       --ckpt CKPT [IMAGE ...] [--class NAME] [--n 8]   class-activation maps
+    python -m cifar_pl.viz channels  --ckpt CKPT [IMAGE] [--n 16]                      last feature map's channels
+    python -m cifar_pl.viz mistakes  --ckpt CKPT [--n 16] [--no-cam]                   gallery of mistakes
+    python -m cifar_pl.viz confusion --ckpt CKPT                                       confusion matrix + table
+    python -m cifar_pl.viz report    --ckpt CKPT                                       all four at once
+    python -m cifar_pl.viz curves    RUN [RUN ...]                                     training curves of runs
+    python -m cifar_pl.viz augment   --config CONFIG                                   augmentation previews
+
+Without image files, pictures are made from the split ``--split`` (val or test) of the DataModule the checkpoint
+was trained with, rebuilt from the checkpoint (``--data-dir`` if its data now lives elsewhere). PNGs go to
+``--out`` (default ``outputs/viz``); ``confusion`` also writes ``per_class.csv`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+
+from ..inference import Predictor
+from .curves import curves_figure, read_scalars, save
+from .inspect import (
+    cam_figure,
+    cam_ready,
+    channels_figure,
+    class_activation_map,
+    confusion_figure,
+    evaluate,
+    mistakes_figure,
+    per_class_table,
+    report_figures,
+)
+
+
+def datamodule_from_checkpoint(predictor: Predictor, data_dir: str | None = None):
+    """The DataModule a checkpoint was trained with, rebuilt from its saved hyperparameters."""
+    hp = dict(predictor.datamodule_hparams)
+    class_path = hp.pop("_class_path", None)
+    if not class_path:
+        raise ValueError("the checkpoint records no DataModule; pass image files instead")
+    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
+    if data_dir is not None:
+        hp["data_dir"] = data_dir
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**hp)
+
+
+def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
+    dm = datamodule_from_checkpoint(predictor, args.data_dir)
+    dm.setup("fit" if args.split == "val" else "test")
+    data = dm.val_set if args.split == "val" else dm.test_set
+    if data is None or len(data) == 0:
+        raise ValueError(
+            f"the {args.split} split is empty; try --split {'test' if args.split == 'val' else 'val'}"
+        )
+    return data.images[: args.max_images], data.labels[: args.max_images]
+
+
+def _files(predictor: Predictor, paths: list[str]) -> list[tuple[str, torch.Tensor]]:
+    out = []
+    for p in paths:
+        img, _ = predictor.load_image(p, "auto")
+        out.append((Path(p).name, img))
+    return out
+
+
+def cmd_cam(predictor: Predictor, args) -> list[Path]:
+    net = predictor.net
+    cls = predictor.classes.index(args.cls) if args.cls else None
+    if args.cls and args.cls not in predictor.classes:
+        raise ValueError(f"no class '{args.cls}'; the classes are {predictor.classes}")
+    if args.images:
+        named = _files(predictor, args.images)
+        images = [img for _, img in named]
+        cams, titles = [], []
+        for name, img in named:
+            cam, logits, c = class_activation_map(net, predictor.normalize(img), cls)
+            cams.append(cam.cpu())
+            titles.append(f"{name}: {predictor.classes[c]} ({float(logits.softmax(0)[c]):.2f})")
+    else:
+        images_t, labels = _split(predictor, args)
+        ev = evaluate(predictor.model, predictor.normalize, images_t, labels)
+        pick = ev.correct()[: args.n]
+        images = list(images_t[pick])
+        cams, titles = [], []
+        for i in pick:
+            cam, logits, c = class_activation_map(net, predictor.normalize(images_t[i]), cls)
+            cams.append(cam.cpu())
+            titles.append(
+                f"{predictor.classes[int(labels[i])]}: CAM {predictor.classes[c]} ({float(logits.softmax(0)[c]):.2f})"
+            )
+    return save(cam_figure(images, cams, titles), args.out / "cams")
+
+
+def cmd_channels(predictor: Predictor, args) -> list[Path]:
+    if args.images:
+        name, img = _files(predictor, args.images[:1])[0]
+    else:
+        images, labels = _split(predictor, args)
+        img, name = images[0], predictor.classes[int(labels[0])]
+    with torch.no_grad():
+        feats = predictor.net.forward_features(predictor.normalize(img))[0].cpu()
+    fig = channels_figure(img, feats, args.n, f"{name}: {args.n} most active of {feats.shape[0]} channels "
+                                              f"({feats.shape[1]}x{feats.shape[2]})")  # fmt: skip
+    return save(fig, args.out / "channels")
+
+
+def cmd_mistakes(predictor: Predictor, args) -> list[Path]:
+    images, labels = _split(predictor, args)
+    ev = evaluate(predictor.model, predictor.normalize, images, labels)
+    wrong = ev.mistakes()[: args.n]
+    cams = None
+    if not args.no_cam and cam_ready(predictor.net):
+        cams = [class_activation_map(predictor.net, predictor.normalize(images[i]))[0].cpu() for i in wrong]
+    fig = mistakes_figure(images[wrong], labels[wrong].tolist(), ev.preds[wrong].tolist(),
+                          ev.probs[wrong].max(1).values.tolist(), predictor.classes, cams)  # fmt: skip
+    print(f"{len(ev.mistakes())} of {len(labels)} {args.split} images misclassified; showing {len(wrong)}")
+    return save(fig, args.out / "mistakes")
+
+
+def _write_table(cm: torch.Tensor, classes: list[str], out: Path) -> Path:
+    rows = per_class_table(cm, classes)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "per_class.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    width = max(len(c) for c in classes)
+    print(f"{'class':<{width}}  images  correct  accuracy  most confused with")
+    for r in rows:
+        print(
+            f"{r['class']:<{width}}  {r['images']:>6}  {r['correct']:>7}  {r['accuracy']:>8.1%}  {r['most_confused_with']}"
+        )
+    return path
+
+
+def cmd_confusion(predictor: Predictor, args) -> list[Path]:
+    images, labels = _split(predictor, args)
+    ev = evaluate(predictor.model, predictor.normalize, images, labels)
+    cm = ev.confusion(len(predictor.classes))
+    return save(confusion_figure(cm, predictor.classes), args.out / "confusion") + [
+        _write_table(cm, predictor.classes, args.out)
+    ]
+
+
+def cmd_report(predictor: Predictor, args) -> list[Path]:
+    images, labels = _split(predictor, args)
+    figs, ev = report_figures(predictor.model, predictor.net, predictor.normalize, images, labels,
+                              predictor.classes, args.n, 16)  # fmt: skip
+    paths = [p for name, fig in figs.items() for p in save(fig, args.out / name)]
+    return paths + [_write_table(ev.confusion(len(predictor.classes)), predictor.classes, args.out)]
+
+
+def cmd_curves(args) -> list[Path]:
+    paths = []
+    for run in args.runs:
+        name = (
+            Path(run).resolve().name if not Path(run).name.startswith("version_") else Path(run).parent.name
+        )
+        paths += save(
+            curves_figure(read_scalars(run), title=str(run)), args.out / f"curves_{name}", ("png", "svg")
+        )
+    return paths
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["augment"]:
+        from .augment import main as augment_main
+
+        return augment_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m cifar_pl.viz", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("cam", "channels", "mistakes", "confusion", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
+        p.add_argument("--ckpt", required=True)
+        p.add_argument("--split", choices=["val", "test"], default="val")
+        p.add_argument("--data-dir", default=None, help="where the checkpoint's data lives now")
+        p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16))
+        p.add_argument(
+            "--class", dest="cls", default=None, help="CAM of this class instead of the predicted one"
+        )
+        p.add_argument("--no-cam", action="store_true", help="mistakes without their CAMs")
+        p.add_argument("--max-images", type=int, default=10000)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+    p = sub.add_parser("curves")
+    p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
+    p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+    args = parser.parse_args(argv)
+    if args.command == "curves":
+        paths = cmd_curves(args)
+    else:
+        predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+        if args.command in ("mistakes", "confusion", "report") and args.images:
+            parser.error(f"{args.command} works on a labelled split; drop the image files")
+        paths = {"cam": cmd_cam, "channels": cmd_channels, "mistakes": cmd_mistakes,
+                 "confusion": cmd_confusion, "report": cmd_report}[args.command](predictor, args)  # fmt: skip
+    for p in paths:
+        print(f"wrote {p}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Training curves from a run's TensorBoard logs: loss and accuracy, train against validation, and epoch time
+against the epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """The version folder(s) of a run: ``path`` itself if it holds event files, else its newest
+    ``version_N`` (an experiment folder such as ``lightning_logs/model_g``)."""
+    path = Path(path)
+    if any(path.glob("events.out.tfevents.*")):
+        return [path]
+    versions = sorted(
+        (d for d in path.glob("version_*") if any(d.glob("events.out.tfevents.*"))),
+        key=lambda d: int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else -1,
+    )
+    if not versions:
+        raise FileNotFoundError(f"no TensorBoard event files in '{path}' or its version_N folders")
+    return [versions[-1]]
+
+
+def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a run as ``tag -> [(epoch, value), ...]``; epoch-level metrics are placed at the epoch
+    Lightning logged with them (steps without an epoch keep their step number)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    raw: dict[str, list[tuple[int, float, float]]] = {}
+    for run in run_dirs(path):
+        for events in sorted(run.glob("events.out.tfevents.*")):
+            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in acc.Tags().get("scalars", []):
+                raw.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
+    epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", [])}
+    out: dict[str, list[tuple[int, float]]] = {}
+    for tag, items in raw.items():
+        items.sort(key=lambda t: (t[2], t[0]))
+        out[tag] = [(epoch_at.get(step, step), value) for step, value, _ in items]
+    return out
+
+
+def curves_figure(scalars: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
+    """The classic pair, loss and accuracy with train against validation, and the wall time of each epoch."""
+    panels = [
+        ("loss", ["train/loss", "val/loss"]),
+        ("accuracy", ["train/acc", "val/acc"]),
+        ("epoch time (s)", ["train/epoch_time"]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (name, tags) in zip(axes, panels, strict=True):
+        for tag in tags:
+            if tag in scalars:
+                xs, ys = zip(*scalars[tag], strict=True)
+                ax.plot(xs, ys, marker="o", markersize=3, label=tag)
+        if name == "accuracy" and "test/acc" in scalars:
+            ax.axhline(
+                scalars["test/acc"][-1][1],
+                color="gray",
+                ls="--",
+                lw=1,
+                label=f"test/acc {scalars['test/acc'][-1][1]:.3f}",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, out: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Write ``fig`` as ``out`` with each suffix in ``formats`` and close it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths

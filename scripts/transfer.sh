@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The transfer-learning workflow of docs/transfer.md, stage after stage, on one photo collection.
+#   scripts/transfer.sh PHOTOS [NAME] [extra CLI arguments for every stage ...]
+#   make transfer PHOTOS=data/photos                      (the same through make)
+# PHOTOS holds one folder per class. Runs land in lightning_logs/transfer/NAME/<stage>/, each stage starting
+# from the previous one's lightning_logs/.../best.ckpt. Environment:
+#   PY                 python to use (default .venv/bin/python)
+#   CIFAR_PL_DATA      CIFAR-10 and weights/ for the CIFAR-pretrained stages (default ../shared/data)
+#   STAGES             which stages to run (default "scratch cifar_frozen resnet20_frozen resnet20_finetune
+#                      xception_frozen xception_finetune")
+#   XCEPTION_ARGS      extra arguments of the two Xception stages, e.g. a pretrained_path, or a smaller
+#                      --data.image_size / --trainer.max_epochs on a CPU
+set -euo pipefail
+PHOTOS=${1:?usage: scripts/transfer.sh PHOTOS [NAME] [extra CLI arguments]}
+NAME=${2:-$(basename "$PHOTOS")}
+shift $(( $# >= 2 ? 2 : 1 ))
+PY=${PY:-.venv/bin/python}
+DATA=${CIFAR_PL_DATA:-../shared/data}
+STAGES=${STAGES:-scratch cifar_frozen resnet20_frozen resnet20_finetune xception_frozen xception_finetune}
+read -r -a XARGS <<< "${XCEPTION_ARGS:-}"
+LOGS=lightning_logs/transfer/$NAME
+
+stage() {  # stage CONFIG RUN [arguments ...]
+  local config=$1 run=$2; shift 2
+  echo "== $run: configs/transfer/$config.yaml on $PHOTOS"
+  "$PY" -m cifar_pl fit --config "configs/transfer/$config.yaml" --data.data_dir "$PHOTOS" \
+    --experiment "transfer/$NAME/$run" "$@"
+}
+
+for s in $STAGES; do
+  case $s in
+    scratch) stage 1_scratch scratch "$@" ;;
+    cifar_frozen)
+      if [ ! -e lightning_logs/quickstart/best.ckpt ]; then
+        "$PY" -m cifar_pl fit --config configs/quickstart.yaml --data.data_dir "$DATA"
+      fi
+      stage 2_cifar_frozen cifar_frozen "$@" ;;
+    resnet20_frozen)
+      stage 2_resnet20_frozen resnet20_frozen --model.init_from "$DATA/weights/resnet20-12fca82f.th" "$@" ;;
+    resnet20_finetune)
+      stage 2_resnet20_finetune resnet20_finetune --model.init_from "$LOGS/resnet20_frozen/best.ckpt" "$@" ;;
+    xception_frozen) stage 3_xception_frozen xception_frozen "${XARGS[@]}" "$@" ;;
+    xception_finetune)
+      stage 4_xception_finetune xception_finetune --model.init_from "$LOGS/xception_frozen/best.ckpt" \
+        "${XARGS[@]}" "$@" ;;
+    *) echo "unknown stage '$s'" >&2; exit 2 ;;
+  esac
+done
