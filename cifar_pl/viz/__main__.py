@@ -119,7 +119,8 @@ def cmd_mistakes(predictor: Predictor, args) -> list[Path]:
     if not args.no_cam and cam_ready(predictor.net):
         cams = [class_activation_map(predictor.net, predictor.normalize(images[i]))[0].cpu() for i in wrong]
     fig = mistakes_figure(images[wrong], labels[wrong].tolist(), ev.preds[wrong].tolist(),
-                          ev.probs[wrong].max(1).values.tolist(), predictor.classes, cams)  # fmt: skip
+                          ev.probs[wrong].max(1).values.tolist(), predictor.classes, cams,
+                          ev.probs[wrong, labels[wrong]].tolist())  # fmt: skip
     print(f"{len(ev.mistakes())} of {len(labels)} {args.split} images misclassified; showing {len(wrong)}")
     return save(fig, args.out / "mistakes")
 

@@ -175,10 +175,12 @@ def mistakes_figure(
     conf: Sequence[float],
     classes: Sequence[str],
     cams: Sequence[torch.Tensor] | None = None,
+    true_prob: Sequence[float] | None = None,
     cols: int = 4,
 ) -> Figure:
-    """Misclassified images (most confidently wrong first) titled true / predicted (confidence), each followed
-    by its CAM for the predicted class when ``cams`` are given."""
+    """Misclassified images (highest loss, i.e. lowest probability of the true class, first) titled true class
+    (its probability) / predicted class (confidence), each followed by its CAM for the predicted class when
+    ``cams`` are given."""
     per = 2 if cams is not None else 1
     n = len(images)
     rows = max(1, (n * per + cols * per - 1) // (cols * per))
@@ -190,8 +192,11 @@ def mistakes_figure(
         ax = flat[i * per]
         ax.axis("on")
         _img(ax, images[i])
+        p_true = f" ({true_prob[i]:.2f})" if true_prob is not None else ""
         ax.set_title(
-            f"true {classes[true[i]]}\npred {classes[pred[i]]} ({conf[i]:.2f})", fontsize=7, color="firebrick"
+            f"true {classes[true[i]]}{p_true}\npred {classes[pred[i]]} ({conf[i]:.2f})",
+            fontsize=7,
+            color="firebrick",
         )
         if cams is not None:
             flat[i * per + 1].axis("on")
@@ -256,11 +261,13 @@ def report_figures(
     wrong = ev.mistakes()[:n_mistakes]
     with_cam = cam_ready(net)
     mistake_cams = (
-        [class_activation_map(net, normalize(images[i : i + 1]))[0].cpu() for i in wrong] if with_cam else None
+        [class_activation_map(net, normalize(images[i : i + 1]))[0].cpu() for i in wrong]
+        if with_cam
+        else None
     )
     figs["mistakes"] = mistakes_figure(
         images[wrong], labels[wrong].tolist(), ev.preds[wrong].tolist(), ev.probs[wrong].max(1).values.tolist(),
-        classes, mistake_cams,
+        classes, mistake_cams, ev.probs[wrong, labels[wrong]].tolist(),
     )  # fmt: skip
     right = ev.correct()[:n_cams]
     if with_cam and len(right):
