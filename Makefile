@@ -36,12 +36,12 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check cifar_pl tests bench
-	$(PY) -m ruff format --check cifar_pl tests bench
+	$(PY) -m ruff check cifar_pl tests bench scripts
+	$(PY) -m ruff format --check cifar_pl tests bench scripts
 
 format:
-	$(PY) -m ruff check --fix cifar_pl tests bench
-	$(PY) -m ruff format cifar_pl tests bench
+	$(PY) -m ruff check --fix cifar_pl tests bench scripts
+	$(PY) -m ruff format cifar_pl tests bench scripts
 
 tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir lightning_logs

@@ -85,13 +85,29 @@ class CifarCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         trainer = cfg.trainer
+        version = None
+        if self.subcommand == "fit" and cfg.get("ckpt_path"):
+            cfg.ckpt_path, version = resolve_resume(cfg.ckpt_path, Path(LOG_ROOT) / cfg.experiment)
+            if version is not None:  # the resumed run's config goes beside the first one, never over it
+                run_dir = Path(LOG_ROOT) / cfg.experiment / f"version_{version}"
+                n = 1
+                while (run_dir / f"config_resume{n}.yaml").exists():
+                    n += 1
+                self.save_config_kwargs = {
+                    **self.save_config_kwargs,
+                    "config_filename": f"config_resume{n}.yaml",
+                }
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = Namespace(
                 class_path="pytorch_lightning.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment),
+                init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment, version=version),
             )
         trainer.callbacks = list(trainer.callbacks or [])
         present = _class_paths(trainer.callbacks)
+        if not any("RNGState" in p for p in present):
+            trainer.callbacks.append(
+                Namespace(class_path="cifar_pl.callbacks.RNGState", init_args=Namespace())
+            )
         if trainer.enable_progress_bar is not False and not any("ProgressBar" in p for p in present):
             trainer.callbacks.append(
                 Namespace(
@@ -126,11 +142,38 @@ class CifarCLI(LightningCLI):
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
         best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
-        if best and self.trainer.is_global_zero and self.trainer.log_dir:
-            link_best(Path(best), Path(self.trainer.log_dir).parent / "best.ckpt")
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if best and log_dir and self.trainer.is_global_zero:
+            link_best(Path(best), Path(log_dir).parent / "best.ckpt")
         if not cfg.test_after_fit or self.trainer.interrupted:
             return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def resolve_resume(ckpt_path: str, experiment_dir: Path) -> tuple[str, int | None]:
+    """``fit --ckpt_path``: ``last`` means the newest ``last.ckpt`` of this experiment; a checkpoint inside
+    ``<experiment>/version_N/checkpoints/`` continues in that version folder (same logs, same checkpoints)."""
+    if ckpt_path == "last":
+        found = sorted(
+            experiment_dir.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+        )
+        if not found:
+            raise FileNotFoundError(
+                f"--ckpt_path last: no last.ckpt under {experiment_dir}/version_*/checkpoints; nothing to resume "
+                f"(check --experiment, or pass the checkpoint's path)"
+            )
+        path = found[-1]
+    else:
+        path = Path(ckpt_path)
+        if ckpt_path in ("best", "hpc", "registry") or not path.is_file():
+            return ckpt_path, None  # Lightning's own keywords, or its own error for a missing file
+    resolved, root = path.resolve(), experiment_dir.resolve()
+    version = None
+    if resolved.parent.name == "checkpoints" and resolved.parent.parent.parent == root:
+        name = resolved.parent.parent.name
+        if name.startswith("version_") and name[8:].isdigit():
+            version = int(name[8:])
+    return str(path), version
 
 
 def link_best(target: Path, link: Path) -> None:

@@ -130,3 +130,24 @@ def test_untrusted_pickle_is_not_executed(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="not a readable PyTorch weights file"):
         read_state_dict(tmp_path / "evil.pt")
+
+
+def test_non_finite_loss_stops_with_the_step_and_what_to_try(cifar10_root, tmp_path, monkeypatch):
+    from .conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    # An absurd learning rate on a net without BatchNorm: the first update blows the weights up, the second
+    # step's loss is not finite. last.ckpt is written after every step, so a good one exists when it fails.
+    with pytest.raises(FloatingPointError) as e:
+        run_cli(
+            "fit", "model_e", cifar10_root,
+            "--model.lr 1e30 --model.scheduler constant --trainer.max_epochs 1 --data.batch_size 16 "
+            "--last_checkpoint.every_n_train_steps 1",
+        )  # fmt: skip
+    msg = str(e.value)
+    assert "training loss is nan" in msg or "training loss is inf" in msg
+    assert "epoch 0, step " in msg and "--trainer.gradient_clip_val" in msg and "--model.lr" in msg
+    last = next(tmp_path.glob("lightning_logs/model_e/version_0/checkpoints/last.ckpt"))
+    assert f"the last good checkpoint is {last.relative_to(tmp_path)}" in msg
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] >= 1

@@ -15,10 +15,11 @@ from cifar_pl.lit import ImageClassifier
 
 from .conftest import CONFIGS, run_cli
 
-ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+# Every CIFAR config, the corruption experiments included (the transfer configs have their own test).
+ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "corrupt").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS, ids=[c.stem for c in ALL_CONFIGS])
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=[c.relative_to(CONFIGS).as_posix() for c in ALL_CONFIGS])
 def test_every_config_fast_dev_run(config, cifar10_root, cifar100_root, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     cfg = yaml.safe_load(config.read_text())
@@ -142,8 +143,10 @@ def test_fit_resumes_from_a_checkpoint(short_run, cifar10_root, monkeypatch):
     extra = f"{SHORT} --trainer.max_epochs 3 --ckpt_path {_last(workdir)} --test_after_fit false"
     resumed = run_cli("fit", "quickstart", cifar10_root, extra)
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.global_step == steps * 3 // 2
-    assert (workdir / "lightning_logs" / "short" / "version_0" / "config.yaml").is_file()  # first run's kept
-    assert (workdir / "lightning_logs" / "short" / "version_1" / "config.yaml").is_file()
+    # the resumed run continues in the same folder; the first run's config is kept beside the resumed one's
+    run_dir = workdir / "lightning_logs" / "short" / "version_0"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "config_resume1.yaml").is_file()
+    assert not (workdir / "lightning_logs" / "short" / "version_1").exists()
 
 
 def test_init_from_our_checkpoint_into_a_new_head(short_run, tmp_path, monkeypatch, recwarn):
@@ -192,3 +195,10 @@ def test_checkpointing_can_be_turned_off(cifar10_root, tmp_path, monkeypatch):
     )
     assert not cli.trainer.checkpoint_callbacks and "test/acc" in cli.trainer.callback_metrics
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_datamodule_argument_error_reads_plainly(cifar10_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as e:
+        run_cli("fit", "model_gap", cifar10_root, "--data.augment standart --trainer.fast_dev_run true")
+    assert str(e.value).startswith("Unknown augmentation preset 'standart'; presets: none, standard")

@@ -2,13 +2,10 @@
 
 from .freeze import BatchNormEval, FreezeBackbone, batchnorm_layers, body_parameters
 from .preview import DataPreview
+from .rng import RNGState
 from .test_report import TestReport
 
 __all__ = [
-    "BatchNormEval",
-    "DataPreview",
-    "FreezeBackbone",
-    "TestReport",
-    "batchnorm_layers",
+    "BatchNormEval", "DataPreview", "FreezeBackbone", "RNGState", "TestReport", "batchnorm_layers",
     "body_parameters",
-]
+]  # fmt: skip

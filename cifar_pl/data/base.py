@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .tensor_dataset import TensorImageDataset, collate_batch, normalize_uint8
+from .tensor_dataset import EpochShuffleSampler, TensorImageDataset, collate_batch, normalize_uint8
 from .transforms import Augmentation
 
 # Per-channel mean and std of images in [0, 1], by the name a config can give as ``stats``.
@@ -156,14 +156,19 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     def _loader(self, dataset: TensorImageDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        # Training order from (seed, epoch) alone, and a generator of the loader's own for its worker seeds: the
+        # global generator (dropout, augmentation) is never touched by the loaders, so a resumed run repeats.
+        seed = torch.initial_seed() % 2**31
+        sampler = EpochShuffleSampler(len(dataset), seed) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:

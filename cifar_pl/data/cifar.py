@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .base import InMemoryImageDataModule
+from .corrupt import CORRUPTIONS, Corruption, apply_corruption, pixel_permutation
 from .tensor_dataset import TensorImageDataset, seeded_split
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -86,6 +87,15 @@ class CIFARDataModule(InMemoryImageDataModule):
     The training set is split into train and validation by ``val_size`` (a count, or a fraction
     below 1) with ``split_seed``; the official test set is used for ``test`` and ``predict`` only.
     ``download``: fetch the dataset through torchvision when ``data_dir`` lacks it (needs internet).
+    ``train_size``: keep only this many training images (a seeded subset of the training split), e.g. for
+    memorisation experiments on a budget.
+
+    ``corrupt`` (Zhang et al. 2017, see ``cifar_pl.data.corrupt``), fixed by ``corrupt_seed``:
+    ``labels`` (each training label replaced with probability ``corrupt_prob`` by a uniformly drawn class),
+    ``shuffled_pixels`` (one pixel permutation for train, validation and test alike), ``random_pixels`` (a fresh
+    permutation per training image), ``gaussian`` (each training image replaced by noise with its per-channel
+    mean and std). The test set stays clean except under ``shuffled_pixels``; the validation split is corrupted
+    like training when ``corrupt_val`` (the default), clean otherwise.
     Normalisation defaults to the dataset's published statistics; the other arguments are those of
     ``InMemoryImageDataModule`` (batch sizes, loader workers, ``augment``, ``stats``/``mean``/``std``).
     """
@@ -109,6 +119,11 @@ class CIFARDataModule(InMemoryImageDataModule):
         std: list[float] | None = None,
         augment: str | list[dict[str, Any]] | None = "none",
         augment_on_device: bool | Literal["auto"] = "auto",
+        train_size: int | None = None,
+        corrupt: Corruption = "none",
+        corrupt_prob: float = 1.0,
+        corrupt_seed: int = 0,
+        corrupt_val: bool = True,
     ):
         super().__init__(
             data_dir, val_size, split_seed, batch_size, eval_batch_size, num_workers, pin_memory,
@@ -116,6 +131,16 @@ class CIFARDataModule(InMemoryImageDataModule):
         )  # fmt: skip
         self.save_hyperparameters()
         self.download = download
+        if corrupt not in CORRUPTIONS:
+            raise ValueError(f"Unknown corruption '{corrupt}'; choose one of {', '.join(CORRUPTIONS)}")
+        if not 0 <= corrupt_prob <= 1:
+            raise ValueError(f"corrupt_prob must be in [0, 1], got {corrupt_prob}")
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"train_size must be positive (or null for all), got {train_size}")
+        self.train_size = train_size
+        self.corrupt, self.corrupt_prob, self.corrupt_seed, self.corrupt_val = (
+            corrupt, corrupt_prob, corrupt_seed, corrupt_val,
+        )  # fmt: skip
 
     @property
     def label_key(self) -> str:
@@ -165,10 +190,29 @@ class CIFARDataModule(InMemoryImageDataModule):
     def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
         full = self._read(self.train_files)
         train_idx, val_idx = seeded_split(len(full), self.val_size, self.split_seed)
-        return full.subset(train_idx), full.subset(val_idx)
+        if self.train_size is not None and self.train_size < len(train_idx):
+            keep = torch.randperm(
+                len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1)
+            )
+            train_idx = train_idx[keep[: self.train_size].sort().values]
+        train = self._corrupted(full.subset(train_idx), self.corrupt_seed)
+        val = full.subset(val_idx)
+        return train, (self._corrupted(val, self.corrupt_seed + 1) if self.corrupt_val else val)
 
     def _load_test(self) -> TensorImageDataset:
-        return self._read(self.test_files)
+        test = self._read(self.test_files)
+        return self._corrupted(test, self.corrupt_seed + 2) if self.corrupt == "shuffled_pixels" else test
+
+    def _corrupted(self, data: TensorImageDataset, seed: int) -> TensorImageDataset:
+        if self.corrupt == "none":
+            return data
+        # One permutation for every split: drawn from corrupt_seed alone.
+        perm = pixel_permutation(*data.images.shape[2:], torch.Generator().manual_seed(self.corrupt_seed))
+        images, labels = apply_corruption(
+            self.corrupt, data.images, data.labels, p=self.corrupt_prob, num_classes=self.num_classes,
+            seed=seed, perm=perm,
+        )  # fmt: skip
+        return TensorImageDataset(images, labels)
 
 
 class CIFAR10DataModule(CIFARDataModule):

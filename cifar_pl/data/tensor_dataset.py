@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 class TensorImageDataset(Dataset):
@@ -90,3 +90,21 @@ def stratified_split(
         val.append(rows[:n_val])
         train.append(rows[n_val:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of ``n`` rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``),
+    so a run resumed at epoch E sees exactly the batches an uninterrupted run would."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n

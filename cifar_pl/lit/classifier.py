@@ -142,8 +142,29 @@ class ImageClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
+        # The progress bar reads the loss every step anyway, so this check adds no device sync of its own.
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._non_finite_message(loss, batch_idx))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _non_finite_message(self, loss: torch.Tensor, batch_idx: int) -> str:
+        trainer = self._trainer
+        where = (
+            f"epoch {trainer.current_epoch}, step {trainer.global_step} (batch {batch_idx})"
+            if trainer
+            else f"batch {batch_idx}"
+        )
+        last = ""
+        if trainer is not None:
+            saved = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks]
+            saved = [p for p in saved if p]
+            last = f"; the last good checkpoint is {saved[0]} (resume with --ckpt_path)" if saved else ""
+        return (
+            f"training loss is {loss.item()} at {where}. Try a lower learning rate (--model.lr), gradient clipping "
+            f"(--trainer.gradient_clip_val 1.0), warmup (--model.warmup_epochs 1) or full precision "
+            f"(--trainer.precision 32-true){last}"
+        )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -13,8 +13,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def run_dirs(path: str | Path) -> list[Path]:
-    """The version folder(s) of a run: ``path`` itself if it holds event files, else its newest
-    ``version_N`` (an experiment folder such as ``lightning_logs/model_g``)."""
+    """The version folders of a run, oldest first: ``path`` itself if it holds event files, else its
+    ``version_N`` folders (an experiment folder such as ``lightning_logs/model_g``; a resumed run continues in
+    a new version folder, so all of them make up its history)."""
     path = Path(path)
     if any(path.glob("events.out.tfevents.*")):
         return [path]
@@ -24,27 +25,28 @@ def run_dirs(path: str | Path) -> list[Path]:
     )
     if not versions:
         raise FileNotFoundError(f"no TensorBoard event files in '{path}' or its version_N folders")
-    return [versions[-1]]
+    return versions
 
 
 def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run as ``tag -> [(epoch, value), ...]``; epoch-level metrics are placed at the epoch
-    Lightning logged with them (steps without an epoch keep their step number)."""
+    """Every scalar of a run as ``tag -> [(epoch, value), ...]`` sorted by epoch; epoch-level metrics are placed
+    at the epoch Lightning logged with them (steps without an epoch keep their step number). Where versions
+    overlap (a resumed run), the later value of an epoch wins."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    raw: dict[str, list[tuple[int, float, float]]] = {}
+    out: dict[str, dict[int, float]] = {}
     for run in run_dirs(path):
+        raw: dict[str, list[tuple[int, float, float]]] = {}
         for events in sorted(run.glob("events.out.tfevents.*")):
             acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
             acc.Reload()
             for tag in acc.Tags().get("scalars", []):
                 raw.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
-    epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", [])}
-    out: dict[str, list[tuple[int, float]]] = {}
-    for tag, items in raw.items():
-        items.sort(key=lambda t: (t[2], t[0]))
-        out[tag] = [(epoch_at.get(step, step), value) for step, value, _ in items]
-    return out
+        epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", [])}
+        for tag, items in raw.items():
+            for step, value, _ in sorted(items, key=lambda t: (t[2], t[0])):
+                out.setdefault(tag, {})[epoch_at.get(step, step)] = value
+    return {tag: sorted(values.items()) for tag, values in out.items()}
 
 
 def curves_figure(scalars: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
@@ -89,3 +91,47 @@ def save(fig: Figure, out: Path, formats: tuple[str, ...] = ("png",)) -> list[Pa
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def compare_figure(
+    runs: dict[str, dict[str, list[tuple[int, float]]]], metric: str, title: str = ""
+) -> Figure:
+    """One curve per run of ``metric`` against the epoch, the run names in the legend."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, scalars in runs.items():
+        if metric in scalars:
+            xs, ys = zip(*scalars[metric], strict=True)
+            ax.plot(xs, ys, marker="o", markersize=2.5, lw=1.4, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def final_bars_figure(
+    runs: dict[str, dict[str, list[tuple[int, float]]]], metrics: tuple[str, ...], title: str = ""
+) -> Figure:
+    """The last value of each of ``metrics`` (e.g. final train/acc and test/acc) per run, as grouped bars."""
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.2))
+    width = 0.8 / max(1, len(metrics))
+    for j, metric in enumerate(metrics):
+        values = [runs[n][metric][-1][1] if metric in runs[n] else float("nan") for n in names]
+        bars = ax.bar([i + j * width for i in range(len(names))], values, width, label=metric)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)
+    ax.set_xticks(
+        [i + width * (len(metrics) - 1) / 2 for i in range(len(names))],
+        names,
+        rotation=30,
+        ha="right",
+        fontsize=7,
+    )
+    ax.set_title(title or "final values", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

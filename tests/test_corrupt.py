@@ -1,0 +1,187 @@
+"""Zhang et al. 2017 corruptions, the sweep runner and the run-comparison plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cifar_pl.data import CIFAR10DataModule
+from cifar_pl.data.corrupt import (
+    corrupt_labels,
+    gaussian_images,
+    permute_pixels,
+    pixel_permutation,
+    random_pixels,
+)
+from cifar_pl.sweep import load_sweep
+from cifar_pl.sweep import main as sweep_main
+
+from .conftest import CONFIGS
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_label_corruption_changes_the_expected_fraction(p):
+    k, n = 10, 20000
+    labels = torch.arange(n) % k
+    out = corrupt_labels(labels, p, k, torch.Generator().manual_seed(0))
+    changed = (out != labels).float().mean().item()
+    expected = p * (k - 1) / k
+    sigma = math.sqrt(max(expected * (1 - expected), 1e-12) / n)
+    assert abs(changed - expected) <= 4 * sigma + 1e-9
+    assert set(out.unique().tolist()) == set(range(k))
+    assert torch.equal(out, corrupt_labels(labels, p, k, torch.Generator().manual_seed(0)))
+    if p > 0:
+        assert not torch.equal(out, corrupt_labels(labels, p, k, torch.Generator().manual_seed(1)))
+
+
+def _images(n=6, seed=0):
+    return torch.randint(
+        0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
+
+
+def _same_multiset(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Each image's pixels (as RGB triples) are the same multiset in ``a`` and ``b``."""
+
+    def key(x):
+        px = x.flatten(2).transpose(1, 2).long()  # N x HW x 3
+        code = px[..., 0] * 65536 + px[..., 1] * 256 + px[..., 2]
+        return code.sort(dim=1).values
+
+    return torch.equal(key(a), key(b))
+
+
+def test_pixel_permutations_keep_each_images_pixels():
+    x = _images()
+    perm = pixel_permutation(32, 32, torch.Generator().manual_seed(0))
+    shuffled = permute_pixels(x, perm)
+    assert _same_multiset(shuffled, x) and not torch.equal(shuffled, x)
+    # one permutation for all: image i's pixel j comes from position perm[j] of image i
+    assert torch.equal(shuffled.flatten(2), x.flatten(2)[:, :, perm])
+    per_image = random_pixels(x, torch.Generator().manual_seed(0))
+    assert _same_multiset(per_image, x)
+    # the same image twice gets two different permutations
+    twin = torch.cat([x[:1], x[:1]])
+    out = random_pixels(twin, torch.Generator().manual_seed(0))
+    assert not torch.equal(out[0], out[1]) and _same_multiset(out, twin)
+
+
+def test_gaussian_images_match_each_images_mean_and_std():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, generator=gen) * torch.linspace(10, 40, 8).view(8, 1, 1, 1) + 128
+    x = x.clamp(0, 255).to(torch.uint8)
+    g = gaussian_images(x, torch.Generator().manual_seed(1)).float()
+    xf = x.float()
+    torch.testing.assert_close(g.mean((2, 3)), xf.mean((2, 3)), atol=4.0, rtol=0)
+    torch.testing.assert_close(g.std((2, 3)), xf.std((2, 3)), atol=3.0, rtol=0.1)
+    assert not torch.equal(g, xf)
+
+
+def test_datamodule_corruptions_train_val_test(cifar10_root):
+    clean = CIFAR10DataModule(str(cifar10_root), val_size=24)
+    clean.setup("fit")
+    clean.setup("test")
+    shuffled = CIFAR10DataModule(str(cifar10_root), val_size=24, corrupt="shuffled_pixels", corrupt_seed=3)
+    shuffled.setup("fit")
+    shuffled.setup("test")
+    perm = pixel_permutation(32, 32, torch.Generator().manual_seed(3))
+    for a, b in (
+        (clean.train_set, shuffled.train_set),
+        (clean.val_set, shuffled.val_set),
+        (clean.test_set, shuffled.test_set),
+    ):
+        assert torch.equal(permute_pixels(a.images, perm), b.images) and torch.equal(a.labels, b.labels)
+    assert shuffled.hparams.corrupt == "shuffled_pixels" and shuffled.hparams.corrupt_seed == 3
+    # label noise: training and (by default) validation labels, never the test labels; fixed by the seed
+    noisy = CIFAR10DataModule(str(cifar10_root), val_size=24, corrupt="labels", corrupt_prob=1.0)
+    noisy.setup("fit")
+    noisy.setup("test")
+    assert torch.equal(noisy.train_set.images, clean.train_set.images)
+    assert (noisy.train_set.labels != clean.train_set.labels).float().mean() > 0.6
+    assert not torch.equal(noisy.val_set.labels, clean.val_set.labels)
+    assert torch.equal(noisy.test_set.labels, clean.test_set.labels)
+    again = CIFAR10DataModule(str(cifar10_root), val_size=24, corrupt="labels", corrupt_prob=1.0)
+    again.setup("fit")
+    assert torch.equal(again.train_set.labels, noisy.train_set.labels)
+    # a clean validation split on request; random pixels and gaussian leave the test set alone
+    for kind in ("random_pixels", "gaussian"):
+        dm = CIFAR10DataModule(str(cifar10_root), val_size=24, corrupt=kind, corrupt_val=False, train_size=50)
+        dm.setup("fit")
+        dm.setup("test")
+        assert len(dm.train_set) == 50 and not torch.equal(dm.train_set.images, clean.train_set.images[:50])
+        assert torch.equal(dm.val_set.images, clean.val_set.images)
+        assert torch.equal(dm.test_set.images, clean.test_set.images)
+    with pytest.raises(ValueError, match="Unknown corruption 'noise'; choose one of none, labels"):
+        CIFAR10DataModule(str(cifar10_root), corrupt="noise")
+
+
+def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "sweep": "tiny", "config": str(CONFIGS / "corrupt" / "labels.yaml"),
+        "args": {"trainer.max_epochs": 2, "trainer.limit_train_batches": 2, "data.batch_size": 16},
+        "grid": {"data.corrupt": ["none", "random_pixels"]},
+    }))  # fmt: skip
+    spec = load_sweep(sweep)
+    assert list(spec["runs"]) == ["corrupt=none", "corrupt=random_pixels"]
+    extra = [
+        "--data.data_dir",
+        str(cifar10_root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    assert sweep_main([str(sweep), *extra]) == 0
+    root = tmp_path / "lightning_logs" / "tiny"
+    for name in spec["runs"]:
+        result = json.loads((root / name / "result.json").read_text())
+        assert result["epochs"] == 2 and "test/acc" in result and "train/acc" in result
+    # the charts of the comparison: one per metric, PNG and SVG, and the final-value bars
+    for stem in ("train_loss", "train_acc", "val_acc", "train_epoch_time", "final"):
+        with Image.open(root / "plots" / f"{stem}.png") as im:
+            im.verify()
+        assert (root / "plots" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+    summary = (root / "plots" / "summary.md").read_text()
+    assert "| corrupt=none | 2 |" in summary and "corrupt=random_pixels" in summary
+    # run again: nothing is redone; a run without its result resumes from its last checkpoint
+    capsys.readouterr()
+    (root / "corrupt=none" / "result.json").unlink()
+    assert sweep_main([str(sweep), *extra, "--trainer.max_epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt=random_pixels: finished before, skipped" in out
+    assert "corrupt=none: resuming from" in out and "version_0/checkpoints/last.ckpt" in out
+    assert not (root / "corrupt=random_pixels" / "version_1").exists()
+    assert json.loads((root / "corrupt=none" / "result.json").read_text())["epochs"] == 3
+
+
+SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_sweep_names_valid_configs_and_keys(path, capsys):
+    from cifar_pl.__main__ import cli_main
+    from cifar_pl.sweep import _as_args
+
+    spec = load_sweep(path)
+    assert spec["runs"] and all(name and "/" not in name for name in spec["runs"])
+    for overrides in spec["runs"].values():  # every run's arguments parse (a misspelt key would exit 2)
+        args = ["fit"]
+        for config in spec["configs"]:
+            args += ["--config", str(CONFIGS.parent / config)]
+        with pytest.raises(SystemExit) as e:
+            cli_main(args + _as_args(spec["args"]) + _as_args(overrides) + ["--print_config"])
+        assert e.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        for key, value in overrides.items():
+            section, name = key.split(".", 1)
+            node = (
+                printed[section].get("init_args", printed[section]) if section == "data" else printed[section]
+            )
+            assert node[name] == value, (key, node[name], value)

@@ -1,0 +1,144 @@
+"""A run killed with SIGKILL resumes to exactly the weights of an uninterrupted one; checkpoints are written
+atomically; resuming says clearly when there is nothing to resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import CONFIGS, REPO, run_cli
+
+
+def _fit_cmd(data_dir: Path, experiment: str, *extra: str, subcommand: str = "fit") -> list[str]:
+    after = ["--test_after_fit", "false"] if subcommand == "fit" else []
+    return [
+        sys.executable, "-m", "cifar_pl", subcommand, "--config", str(CONFIGS / "model_gap.yaml"),
+        "--data.data_dir", str(data_dir), "--experiment", experiment, "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
+        "--data.batch_size", "16", "--data.augment", "standard", *after, *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def _final(workdir: Path, experiment: str) -> dict:
+    return torch.load(
+        workdir / "lightning_logs" / experiment / "version_0" / "checkpoints" / "last.ckpt", weights_only=True
+    )
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar10_root, tmp_path):
+    # 130 training images in batches of 16: 9 steps per epoch, 27 in all. The run is killed at step 13, in the
+    # middle of epoch 1, and resumed with `--ckpt_path last` from the checkpoint written at the end of epoch 0.
+    subprocess.run(
+        _fit_cmd(cifar10_root, "straight"), cwd=tmp_path, env=_env(), check=True, capture_output=True
+    )
+    marker = tmp_path / "paused"
+    pause = ["--trainer.callbacks+=tests.helpers.PauseAt", "--trainer.callbacks.step=13",
+             f"--trainer.callbacks.marker={marker}"]  # fmt: skip
+    proc = subprocess.Popen(_fit_cmd(cifar10_root, "killed", *pause), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the run never reached step 13"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    interrupted = _final(tmp_path, "killed")
+    assert interrupted["global_step"] == 9 and interrupted["epoch"] == 0  # the last good checkpoint survived
+    resumed = subprocess.run(_fit_cmd(cifar10_root, "killed", "--ckpt_path", "last"), cwd=tmp_path, env=_env(),
+                             capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint path at" in resumed.stderr + resumed.stdout
+    a, b = _final(tmp_path, "straight"), _final(tmp_path, "killed")
+    assert a["global_step"] == b["global_step"] == 27
+    diffs = [(k, (a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item())
+             for k in a["state_dict"] if a["state_dict"][k].is_floating_point()]  # fmt: skip
+    worst = max(diffs, key=lambda kv: kv[1])
+    print(f"max abs weight difference after SIGKILL + resume: {worst[1]} ({worst[0]})")
+    assert worst[1] == 0.0, worst
+    # the resumed run continued in the same version folder: one run, one set of logs
+    assert not (tmp_path / "lightning_logs" / "killed" / "version_1").exists()
+
+
+def test_checkpoint_writes_are_atomic(cifar10_root, tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileOpener
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(
+        "fit", "model_gap", cifar10_root, "--trainer.max_epochs 1 --data.batch_size 32 --test_after_fit false"
+    )
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def crash_half_way(self, data):  # the disk fills up, or the process dies, in the middle of the write
+        self.f.write(bytes(data)[: len(data) // 2])
+        raise OSError("simulated crash while writing")
+
+    monkeypatch.setattr(LocalFileOpener, "write", crash_half_way)
+    with pytest.raises(OSError, match="simulated crash"):
+        cli.trainer.save_checkpoint(last)
+    assert last.read_bytes() == before  # the old last.ckpt is whole
+    assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
+
+
+def test_resume_last_with_nothing_to_resume_says_so(cifar10_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        FileNotFoundError, match="--ckpt_path last: no last.ckpt under lightning_logs/nothing"
+    ):
+        run_cli("fit", "model_gap", cifar10_root, "--experiment nothing --ckpt_path last")
+
+
+def _val_acc(run_dir: Path) -> list[float]:
+    from cifar_pl.viz.curves import read_scalars
+
+    return [v for _, v in read_scalars(run_dir).get("val/acc", [])]
+
+
+def test_ddp_on_two_cpu_processes_agrees_with_one(cifar10_root, tmp_path):
+    # A few DDP training steps on 2 CPU processes, then the same checkpoint validated by DDP and by one process:
+    # the synced accuracy over the whole split must equal the single-process one (14 validation images, 7 each).
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
+           "--trainer.deterministic", "false"]  # fmt: skip
+    fit = subprocess.run(_fit_cmd(cifar10_root, "ddp", *ddp), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    runs = sorted((tmp_path / "lightning_logs" / "ddp").glob("version_*"))
+    assert [r.name for r in runs] == ["version_0"]  # logged once
+    ckpts = sorted(p.name for p in (runs[0] / "checkpoints").iterdir())
+    assert len(ckpts) == 2 and "last.ckpt" in ckpts  # best + last, written once
+    last = runs[0] / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 5  # 130 images / (2 ranks x 16) per step
+    accs = {}
+    for name, extra in (("one", ["--trainer.devices", "1"]), ("two", ddp[:4])):
+        cmd = _fit_cmd(cifar10_root, f"val_{name}", *extra, "--ckpt_path", str(last), subcommand="validate")
+        out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        accs[name] = _val_acc(tmp_path / "lightning_logs" / f"val_{name}")
+    print(
+        f"validation accuracy of the DDP-trained checkpoint: one process {accs['one']}, two processes {accs['two']}"
+    )
+    assert len(accs["one"]) == 1 and accs["one"] == accs["two"]
+
+
+def test_ddp_error_on_one_rank_ends_the_run(cifar10_root, tmp_path):
+    fail = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.deterministic", "false",
+            "--trainer.callbacks+=tests.helpers.FailOnRank", "--trainer.callbacks.rank=1",
+            "--trainer.callbacks.step=2"]  # fmt: skip
+    start = time.time()
+    out = subprocess.run(_fit_cmd(cifar10_root, "ddp_fail", *fail), cwd=tmp_path, env=_env(), capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode != 0
+    assert "deliberate failure on rank 1 at step 2" in out.stderr
+    assert time.time() - start < 240  # ended, not hung until the collective timeout (30 minutes)
