@@ -25,6 +25,17 @@ FLOWERS17_CLASSES = [
 FLOWERS17_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image as RGB, upright: EXIF orientation applied, palette/grayscale/CMYK converted, transparency
+    laid on white (a transparent background is usually white where the image is shown)."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.new("RGB", rgba.size, (255, 255, 255))
+        im.paste(rgba, mask=rgba.getchannel("A"))
+    return im.convert("RGB")
+
+
 def read_image(
     path: str | Path, size: int | None, resize: Literal["squash", "crop"] = "squash"
 ) -> torch.Tensor:
@@ -38,12 +49,7 @@ def read_image(
     with Image.open(path) as im:
         if size is not None:
             im.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale when that still covers `size`
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            im = Image.new("RGB", rgba.size, (255, 255, 255))
-            im.paste(rgba, mask=rgba.getchannel("A"))
-        im = im.convert("RGB")
+        im = to_rgb(im)
         if size is not None:
             if resize == "crop":
                 im = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
