@@ -3,6 +3,7 @@ already on the device.
 
     python bench/throughput.py --net shake_shake_26_2x64d --batch-size 128 --device cuda
     python bench/throughput.py --net model_g --device cpu
+    python bench/throughput.py --net xception --image-size 128 --batch-size 16 --device cpu --variants fp32
 
 Variants: fp32 (alone, + channels_last, + torch.compile); bf16-mixed (autocast, as Lightning's precision
 "bf16-mixed"); bf16 + channels_last; bf16 + channels_last + torch.compile. Each starts from a fresh copy of the net, runs --warmup steps (compilation
@@ -34,7 +35,15 @@ VARIANTS = {
 
 
 def images_per_second(
-    net, device: str, batch_size: int, steps: int, warmup: int, bf16: bool, channels_last: bool, compile: bool
+    net,
+    device: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    bf16: bool,
+    channels_last: bool,
+    compile: bool,
+    image_size: int = 32,
 ) -> float:
     net = copy.deepcopy(net).to(device).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -42,7 +51,7 @@ def images_per_second(
     if compile:
         net.compile()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch_size,), device=device)
 
     def step():
@@ -70,6 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", default="shake_shake_26_2x64d")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--image-size", type=int, default=32, help="side of the square inputs (256 for Xception)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
@@ -88,7 +98,15 @@ def main() -> None:
     )
     rows = []
     for name in args.variants:
-        ips = images_per_second(net, args.device, args.batch_size, args.steps, args.warmup, **VARIANTS[name])
+        ips = images_per_second(
+            net,
+            args.device,
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            **VARIANTS[name],
+            image_size=args.image_size,
+        )
         rows.append((name, ips))
         print(f"  {name}: {ips:,.0f} images/s", flush=True)
     base = rows[0][1]

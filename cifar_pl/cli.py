@@ -150,19 +150,22 @@ class CifarCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def latest_last_checkpoint(experiment_dir: Path) -> Path | None:
+    """The newest ``version_*/checkpoints/last.ckpt`` of an experiment folder, or None."""
+    found = sorted(experiment_dir.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def resolve_resume(ckpt_path: str, experiment_dir: Path) -> tuple[str, int | None]:
     """``fit --ckpt_path``: ``last`` means the newest ``last.ckpt`` of this experiment; a checkpoint inside
     ``<experiment>/version_N/checkpoints/`` continues in that version folder (same logs, same checkpoints)."""
     if ckpt_path == "last":
-        found = sorted(
-            experiment_dir.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
-        )
-        if not found:
+        path = latest_last_checkpoint(experiment_dir)
+        if path is None:
             raise FileNotFoundError(
                 f"--ckpt_path last: no last.ckpt under {experiment_dir}/version_*/checkpoints; nothing to resume "
                 f"(check --experiment, or pass the checkpoint's path)"
             )
-        path = found[-1]
     else:
         path = Path(ckpt_path)
         if ckpt_path in ("best", "hpc", "registry") or not path.is_file():

@@ -13,6 +13,7 @@ import torch
 
 from .data.base import STATS
 from .data.folder import read_image
+from .data.tensor_dataset import normalize_uint8
 from .lit import ImageClassifier
 
 SizeMode = Literal["auto", "native", "train"]
@@ -96,9 +97,7 @@ class Predictor:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N x) C x H x W -> the normalised float batch the net expects, on the model's device."""
         x = images.unsqueeze(0) if images.dim() == 3 else images
-        x = x.to(self.device).float().div_(255)
-        mean, std = self.mean.to(x.device).view(1, -1, 1, 1), self.std.to(x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return normalize_uint8(x.to(self.device), self.mean.to(self.device), self.std.to(self.device))
 
     def input_size(self, mode: SizeMode = "auto") -> int | tuple[int, int] | None:
         """The size images are resized to under ``mode`` (None: each at its own size).

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .cli import LOG_ROOT
+from .cli import LOG_ROOT, latest_last_checkpoint
 
 DEFAULT_COMPARE = ["train/loss", "train/acc", "val/acc", "train/epoch_time"]
 
@@ -85,11 +85,6 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(run_dir.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
 def run_sweep(
     spec: dict[str, Any], extra: list[str], log_root: Path = Path(LOG_ROOT), dry_run: bool = False, only=None
 ) -> dict[str, str]:
@@ -114,7 +109,7 @@ def run_sweep(
             *_as_args(overrides),
             *extra,
         ]
-        last = _last_checkpoint(run_dir)
+        last = latest_last_checkpoint(run_dir)
         if last is not None:
             cmd += ["--ckpt_path", str(last)]
         print(

@@ -80,9 +80,16 @@ def real_data() -> Path:
     return path
 
 
-def run_cli(subcommand: str, config: str | Path, data_dir: Path | None = None, extra: str = ""):
+def run_cli(
+    subcommand: str,
+    config: str | Path,
+    data_dir: Path | None = None,
+    extra: str = "",
+    cwd: Path | None = None,
+):
     """Run ``python -m cifar_pl <subcommand> --config configs/<config>.yaml`` in-process on the CPU without a
-    progress bar; ``extra`` holds further command-line arguments, space-separated."""
+    progress bar; ``extra`` holds further command-line arguments, space-separated; ``cwd``: run from there (for
+    module-scoped fixtures, which cannot use ``monkeypatch.chdir``)."""
     from cifar_pl.__main__ import cli_main
 
     path = config if isinstance(config, Path) else CONFIGS / f"{config}.yaml"
@@ -97,7 +104,14 @@ def run_cli(subcommand: str, config: str | Path, data_dir: Path | None = None, e
     ]
     if data_dir is not None:
         args += ["--data.data_dir", str(data_dir)]
-    return cli_main(args + extra.split())
+    if cwd is None:
+        return cli_main(args + extra.split())
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return cli_main(args + extra.split())
+    finally:
+        os.chdir(old)
 
 
 # Class i of a test photo folder is dominated by this colour, so a net can learn it in a few steps.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -87,12 +86,7 @@ SHORT = "--data.batch_size 32 --experiment short --model.scheduler cosine"
 def short_run(cifar10_root, tmp_path_factory):
     """A real (non fast_dev_run) two-epoch run of model_gap on the small CIFAR-10 folder."""
     workdir = tmp_path_factory.mktemp("run")
-    old = os.getcwd()
-    os.chdir(workdir)
-    try:
-        cli = run_cli("fit", "quickstart", cifar10_root, f"{SHORT} --trainer.max_epochs 2")
-    finally:
-        os.chdir(old)
+    cli = run_cli("fit", "quickstart", cifar10_root, f"{SHORT} --trainer.max_epochs 2", cwd=workdir)
     return cli, workdir
 
 

@@ -134,18 +134,11 @@ def test_without_the_callback_bn_statistics_do_move(photo_root):
 @pytest.fixture(scope="module")
 def cifar_stage(photo_root, tmp_path_factory):
     """A first stage (model_gap on 3 classes, 2 epochs) run from tmp/, leaving lightning_logs/stage1/best.ckpt."""
-    import os
-
     cwd = tmp_path_factory.mktemp("stages")
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        run_cli(
-            "fit", "transfer/1_scratch", photo_root,
-            "--experiment stage1 --trainer.max_epochs 2 --data.image_size 16 --data.batch_size 16",
-        )  # fmt: skip
-    finally:
-        os.chdir(old)
+    run_cli(
+        "fit", "transfer/1_scratch", photo_root,
+        "--experiment stage1 --trainer.max_epochs 2 --data.image_size 16 --data.batch_size 16", cwd=cwd,
+    )  # fmt: skip
     return cwd
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -102,15 +101,11 @@ def test_gallery_picks_exactly_the_mistakes_most_confident_first():
 def trained(photo_root, tmp_path_factory):
     """model_gap trained 3 epochs on the 3-class photo folder at 16 px: (cwd, best.ckpt, run folder)."""
     cwd = tmp_path_factory.mktemp("viz")
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        cli = run_cli(
-            "fit", "transfer/1_scratch", photo_root,
-            "--experiment vizrun --trainer.max_epochs 3 --data.image_size 16 --data.batch_size 16 --data.augment none",
-        )  # fmt: skip
-    finally:
-        os.chdir(old)
+    cli = run_cli(
+        "fit", "transfer/1_scratch", photo_root,
+        "--experiment vizrun --trainer.max_epochs 3 --data.image_size 16 --data.batch_size 16 --data.augment none",
+        cwd=cwd,
+    )  # fmt: skip
     return cwd, cwd / "lightning_logs" / "vizrun" / "best.ckpt", cwd / cli.trainer.log_dir
 
 

@@ -13,6 +13,8 @@ import torch.nn as nn
 from pytorch_lightning.utilities import rank_zero_info
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..models import split_parameters
+
 
 def _net(pl_module: pl.LightningModule) -> nn.Module:
     return getattr(pl_module, "net", pl_module)
@@ -25,8 +27,7 @@ def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
 
 def body_parameters(net: nn.Module) -> list[nn.Parameter]:
     """Every parameter of ``net`` except those of its final classifier (``net.get_classifier()``)."""
-    head = {id(p) for p in net.get_classifier().parameters()} if hasattr(net, "get_classifier") else set()
-    return [p for p in net.parameters() if id(p) not in head]
+    return split_parameters(net)[0]
 
 
 class BatchNormEval(pl.Callback):
@@ -48,13 +49,7 @@ class BatchNormEval(pl.Callback):
                     bn.eval()
 
     # Lightning calls module.train() when fit starts and restores modes after validation; re-assert before
-    # every step (a loop over a few dozen layers, nothing to measure).
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._enforce()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._enforce()
-
+    # every step (a loop over a few dozen layers, nothing to measure) and when validation ends.
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
     ) -> None:
@@ -116,4 +111,3 @@ class FreezeBackbone(BatchNormEval):
             if not self.bn_eval:
                 pl_module.train()
             rank_zero_info(f"FreezeBackbone: epoch {trainer.current_epoch}: the whole net trains from now on")
-        super().on_train_epoch_start(trainer, pl_module)

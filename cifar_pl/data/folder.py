@@ -196,6 +196,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self, paths: list[Path], labels: torch.Tensor, what: str
     ) -> tuple[TensorImageDataset, list[int]]:
         """The readable images of ``paths`` as a dataset, and their indices in ``paths``."""
+        rank_zero_info(f"{what}: decoding {len(paths)} files at {self.image_size}px ...")
         images, kept, failed = read_images(paths, self.image_size, self.resize)
         if failed:
             self.skipped += failed

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..models import create_model, load_weights
+from ..models import create_model, load_weights, split_parameters
 from .schedule import LRMultiplier
 
 STAGES = ("train", "val", "test")
@@ -142,7 +142,7 @@ class ImageClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
-        # The progress bar reads the loss every step anyway, so this check adds no device sync of its own.
+        # One device sync per step (the progress bar, when shown, makes the same one to print the loss).
         if not torch.isfinite(loss):
             raise FloatingPointError(self._non_finite_message(loss, batch_idx))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -196,11 +196,8 @@ class ImageClassifier(pl.LightningModule):
         if hp.body_lr_factor == 1:
             parts = [("all", params, hp.lr)]
         else:
-            head = {id(p) for p in self.net.get_classifier().parameters()}
-            parts = [
-                ("body", [p for p in params if id(p) not in head], hp.lr * hp.body_lr_factor),
-                ("classifier", [p for p in params if id(p) in head], hp.lr),
-            ]
+            body, head = split_parameters(self.net)
+            parts = [("body", body, hp.lr * hp.body_lr_factor), ("classifier", head, hp.lr)]
         groups = []
         for name, ps, lr in parts:
             if not hp.no_decay_bn_bias or hp.weight_decay == 0:

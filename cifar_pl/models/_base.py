@@ -64,6 +64,13 @@ class ClassifierNet(nn.Module):
         return dict(state_dict)
 
 
+def split_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(body, classifier) parameters of a net: the final classifier's (``net.get_classifier()``) and the rest."""
+    head = {id(p) for p in net.get_classifier().parameters()} if hasattr(net, "get_classifier") else set()
+    params = list(net.parameters())
+    return [p for p in params if id(p) not in head], [p for p in params if id(p) in head]
+
+
 class GlobalAvgPoolHead(nn.Sequential):
     """Global average pooling, flatten, optional dropout: the head that makes a net CAM-ready."""
 

@@ -15,6 +15,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .augment import _show  # noqa: E402
+
 
 def _check_cam_ready(net: nn.Module) -> None:
     if not getattr(net, "global_pool", False) or not isinstance(net.get_classifier(), nn.Linear):
@@ -108,16 +110,8 @@ def per_class_table(cm: torch.Tensor, classes: Sequence[str]) -> list[dict]:
 
 
 # ---- figures ----
-def _img(ax, img: torch.Tensor) -> None:
-    ax.imshow(
-        img.permute(1, 2, 0).cpu().numpy(), interpolation="bilinear" if img.shape[-1] > 64 else "nearest"
-    )
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _overlay(fig, ax, img: torch.Tensor, cam: torch.Tensor, title: str) -> None:
-    _img(ax, img)
+    _show(ax, img)
     heat = upsample(cam, tuple(img.shape[1:])).cpu().numpy()
     im = ax.imshow(heat, cmap="jet", alpha=0.45, interpolation="bilinear")
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -152,7 +146,7 @@ def channels_figure(image: torch.Tensor, feats: torch.Tensor, n: int = 16, title
     for ax in axes.flat:
         ax.axis("off")
     axes.flat[0].axis("on")
-    _img(axes.flat[0], image)
+    _show(axes.flat[0], image)
     axes.flat[0].set_title("image", fontsize=7)
     for ax, c in zip(list(axes.flat)[1:], order, strict=False):
         ax.axis("on")
@@ -191,7 +185,7 @@ def mistakes_figure(
     for i in range(n):
         ax = flat[i * per]
         ax.axis("on")
-        _img(ax, images[i])
+        _show(ax, images[i])
         p_true = f" ({true_prob[i]:.2f})" if true_prob is not None else ""
         ax.set_title(
             f"true {classes[true[i]]}{p_true}\npred {classes[pred[i]]} ({conf[i]:.2f})",
