@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from .cli import CifarCLI
+import sys
 
-_UNION_ERROR = "Does not validate against any of the Union subtypes"
+from .cli import CifarCLI
+from .errors import run_main, user_error_in
 
 
 def cli_main(args: list[str] | None = None) -> CifarCLI:
-    """Run the CLI (``args`` as on the command line; ``None`` reads ``sys.argv``)."""
+    """Run the CLI (``args`` as on the command line; ``None`` reads ``sys.argv``) and return it; errors raise.
+
+    jsonargparse reports a class that refused its arguments (an unknown augmentation, say) inside a report of
+    its own ("does not validate against any of the Union subtypes"); the user's error is lifted out of it.
+    """
     try:
         return CifarCLI(args=args)
-    except ValueError as e:
-        # jsonargparse reports a DataModule that refused its arguments (an unknown augmentation name, say) as
-        # "does not validate against any of the Union subtypes" with the real reason further down: lift it up.
-        msg = str(e)
-        if msg.startswith(_UNION_ERROR) and "Errors:" in msg:
-            reason = msg.split("Errors:", 1)[1].strip().splitlines()[0].lstrip("- ").strip()
-            raise ValueError(f"{reason} (in the data: section)") from None
-        raise
+    except Exception as e:
+        err = user_error_in(e)
+        if err is None or err is e:
+            raise
+        raise err from None
+
+
+def main(args: list[str] | None = None) -> int:
+    """The command: 0 when done, 2 with one line for a user error, 128 + n when stopped by signal n."""
+    return run_main(lambda: cli_main(args))
 
 
 if __name__ == "__main__":
-    cli_main()
+    sys.exit(main())

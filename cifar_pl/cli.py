@@ -1,45 +1,110 @@
-"""CifarCLI: LightningCLI with this project's links and defaults set in one place."""
+"""CifarCLI: LightningCLI with this project's links, defaults, checks and run handling set in one place."""
 
 from __future__ import annotations
 
-import os
+import pydoc
+import re
+from argparse import ArgumentError
 from pathlib import Path
+from typing import Any, Literal
 
+import torch
+import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from . import data as _data  # noqa: F401  (DataModules must be imported to be found by short name)
+from .callbacks import DataPreview, GracefulStop, RNGState, RunConfig, StageStart, TestReport
+from .checkpoints import Checkpoint, read_checkpoint
+from .errors import BadValue
 from .lit import ImageClassifier
+from .runs import (
+    LOG_ROOT,
+    check_name,
+    link_best,
+    next_free,
+    resolve_ckpt_path,
+    run_dir_of,
+    update_record,
+    version_number,
+    write_json_atomic,
+)
+from .stages import Continuation, plan_continuation
 
-LOG_ROOT = "lightning_logs"
+EVALUATING = ("validate", "test", "predict")
 
 
-def _class_paths(callbacks) -> list[str]:
-    out = []
-    for cb in callbacks or []:
-        path = (
-            cb.get("class_path")
-            if isinstance(cb, (dict, Namespace))
-            else type(cb).__module__ + "." + type(cb).__name__
-        )
-        out.append(str(path))
-    return out
+def _callback_class(entry: Any) -> type | None:
+    """The class of a callback in the configuration (a ``class_path`` entry or an instance)."""
+    if isinstance(entry, (dict, Namespace)):
+        found = pydoc.locate(
+            str(entry.get("class_path"))
+        )  # the config's own classes: jsonargparse imports them too
+        return found if isinstance(found, type) else None
+    return type(entry)
+
+
+def _has(callbacks: list, kind: type) -> bool:
+    return any(isinstance(c, type) and issubclass(c, kind) for c in map(_callback_class, callbacks))
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's report of an argument it refused, as one line: the option's full key and the reason
+    (the report nests a DataModule's own options inside a union of class choices)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    keys: list[str] = []
+    reason, given = lines[0] if lines else message, None
+    for line in lines:
+        key = re.match(r'Parser key "([^"]+)":\s*(.*)$', line)
+        if key:
+            keys.append(key.group(1))
+            if key.group(2):
+                reason = key.group(2)
+                break
+            continue
+        if line.startswith("Given value:"):
+            given = line.split(":", 1)[1].strip()
+        skip = ("Does not validate", "Subtypes:", "Errors:", "- Problem with given class_path", "Given value")
+        if line.startswith(skip) or line == "- Expected a <class 'NoneType'>":
+            continue
+        reason = line.lstrip("- ")
+        if not reason.startswith("Expected a <class"):
+            break
+    literal = re.match(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", reason)
+    if literal:
+        options = ", ".join(o.strip().strip("'") for o in literal.group(1).split(","))
+        reason = f"unknown value {literal.group(2)!r}; choose one of {options}"
+    plain = re.match(r"Expected a <class '(\w+)'>", reason)
+    if plain:
+        reason = f"expected {'a whole number' if plain.group(1) == 'int' else plain.group(1)}, got {given!r}"
+    if reason.startswith("unrecognized arguments:"):
+        return reason.replace("arguments: fit ", "arguments: ") + " (--help lists every option)"
+    key = ".".join(dict.fromkeys(k for part in keys for k in [part]))
+    return f"{key}: {reason}" if key else reason
+
+
+def _default(cls: type, **init_args: Any) -> Namespace:
+    return Namespace(class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args))
 
 
 class CifarCLI(LightningCLI):
     """``python -m cifar_pl {fit,validate,test,predict} --config configs/X.yaml``.
 
     * ``data.num_classes`` and ``data.classes`` are linked into the model;
-    * ``experiment`` names the run: TensorBoard logs land in ``lightning_logs/<experiment>/version_N``,
-      next to the run's ``config.yaml``;
+    * ``experiment`` names the run (a relative name): logs land in ``lightning_logs/<experiment>/version_N``,
+      next to the run's ``config.yaml`` and its ``run.json`` (how the run ended);
     * ``checkpoint.*`` configures the ModelCheckpoint that keeps the best ``val/acc``; ``last_checkpoint.*``
       the one that rewrites ``last.ckpt`` after every validation (``every_n_train_steps`` for mid-epoch saves);
+    * ``--ckpt_path`` takes a checkpoint, ``last`` (the experiment's newest last.ckpt) or ``best`` (its best.ckpt
+      link). ``fit`` resumes exactly or starts a new stage (``cifar_pl.stages``); validate/test/predict score the
+      checkpoint's own net and refuse to score a net with no trained weights;
     * after ``fit``, ``lightning_logs/<experiment>/best.ckpt`` links to the best checkpoint of the newest run;
-    * a rich progress bar, a LearningRateMonitor, the DataPreview (augmentation pictures in TensorBoard) and
-      the TestReport (confusion matrix, mistakes and CAMs of the test set in TensorBoard) are added unless the config turns them off (no logger: no LR monitor and no preview).
+    * a rich progress bar, a LearningRateMonitor, the DataPreview and the TestReport are added unless the
+      config turns them off (no logger: no LR monitor and no pictures); SIGTERM/SIGINT end training with
+      last.ckpt written and exit 128 + signal (``GracefulStop``).
     """
 
     def __init__(self, *args, **kwargs):
@@ -48,21 +113,21 @@ class CifarCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         # ImageClassifier configures its own optimiser and schedule from plain values.
         kwargs.setdefault("auto_configure_optimizers", False)
+        # A refused argument raises (parse_arguments makes it one line) instead of printing usage and exiting.
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
+        self._continuation: Continuation | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._config_view: dict[str, Any] = {}
+        self._run_dir: Path | None = None
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument(
-            "--experiment",
-            type=str,
-            default="default",
-            help="run name: logs go to lightning_logs/<experiment>/version_N",
-        )
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="after fit, score the best checkpoint (last weights if none) on the test set",
-        )
+        parser.add_argument("--experiment", type=str, default="default",
+                            help="run name below lightning_logs/ (letters, digits, ._,=+-, parts joined by /)")  # fmt: skip
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, score the best checkpoint (last weights if none) on the test set")  # fmt: skip
+        parser.add_argument("--stage_counters", type=Literal["continue", "restart"], default="continue",
+                            help="a new stage from --ckpt_path: continue its epoch/step counters, or start at 0")  # fmt: skip
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -82,111 +147,279 @@ class CifarCLI(LightningCLI):
             "last_checkpoint.enable_version_counter": False,
         })  # fmt: skip
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise BadValue(parse_error_line(str(e))) from None
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would merge the checkpoint's hyperparameters over this configuration (command line
+        included) and hand a class path read from the file to the parser. Here a checkpoint is read by
+        ``cifar_pl.checkpoints`` only, and the configuration given is the one that runs."""
+
+    # ---- before anything is built: names, checkpoints, values ----
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = cfg.trainer
+        sub = self.subcommand
+        cfg = self.config[sub] if sub else self.config
+        check_name(cfg.experiment)
+        if cfg.get("weights_only") is False:
+            raise BadValue(
+                "weights_only: false would let a checkpoint run code when it is loaded; cifar_pl loads checkpoints "
+                "as tensors and plain values only. Convert a file you trust once with torch.save(torch.load(f, "
+                "weights_only=False)['state_dict'], 'clean.pt') and start from it with model.init_from"
+            )
+        self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False)) if sub else {}
         version = None
-        if self.subcommand == "fit" and cfg.get("ckpt_path"):
-            cfg.ckpt_path, version = resolve_resume(cfg.ckpt_path, Path(LOG_ROOT) / cfg.experiment)
-            if version is not None:  # the resumed run's config goes beside the first one, never over it
-                run_dir = Path(LOG_ROOT) / cfg.experiment / f"version_{version}"
-                n = 1
-                while (run_dir / f"config_resume{n}.yaml").exists():
-                    n += 1
-                self.save_config_kwargs = {
-                    **self.save_config_kwargs,
-                    "config_filename": f"config_resume{n}.yaml",
-                }
+        if sub == "fit":
+            self._check_fit_values(cfg)
+            if cfg.get("ckpt_path"):
+                version = self._plan_fit_from_checkpoint(cfg)
+        elif sub in EVALUATING:
+            self._evaluate_from_checkpoint(cfg, sub)
+        trainer = cfg.trainer
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = Namespace(
                 class_path="pytorch_lightning.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment, version=version),
             )
-        trainer.callbacks = list(trainer.callbacks or [])
-        present = _class_paths(trainer.callbacks)
-        if not any("RNGState" in p for p in present):
-            trainer.callbacks.append(
-                Namespace(class_path="cifar_pl.callbacks.RNGState", init_args=Namespace())
+        callbacks = list(trainer.callbacks or [])
+        if trainer.enable_progress_bar is not False and not _has(callbacks, ProgressBar):
+            callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.RichProgressBar",
+                                       init_args=Namespace(leave=True)))  # fmt: skip
+        if trainer.logger is not False:
+            for cls, args in (
+                (DataPreview, {}),
+                (TestReport, {}),
+                (LearningRateMonitor, {"logging_interval": "step"}),
+            ):
+                if not _has(callbacks, cls):
+                    callbacks.append(_default(cls, **args))
+        trainer.callbacks = callbacks
+
+    def _check_fit_values(self, cfg: Namespace) -> None:
+        trainer = cfg.trainer
+        if trainer.fast_dev_run:
+            return
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+            raise BadValue(
+                f"trainer.max_epochs {max_epochs} trains nothing; give a number of epochs >= 1 (or -1 with max_steps)"
             )
-        if trainer.enable_progress_bar is not False and not any("ProgressBar" in p for p in present):
-            trainer.callbacks.append(
-                Namespace(
-                    class_path="pytorch_lightning.callbacks.RichProgressBar", init_args=Namespace(leave=True)
+        if max_steps is not None and (max_steps == 0 or max_steps < -1):
+            raise BadValue(
+                f"trainer.max_steps {max_steps} trains nothing; give a number of steps >= 1, or -1"
+            )
+        epochs = max_epochs if max_epochs not in (None, -1) else None
+        if epochs is not None and (max_steps in (None, -1)) and cfg.model.warmup_epochs >= epochs:
+            raise BadValue(
+                f"model.warmup_epochs {cfg.model.warmup_epochs} is as long as the run (trainer.max_epochs {epochs}); "
+                f"shorten the warmup or train longer"
+            )
+
+    def _plan_fit_from_checkpoint(self, cfg: Namespace) -> int | None:
+        path = resolve_ckpt_path(str(cfg.ckpt_path), cfg.experiment)
+        ckpt = read_checkpoint(path)
+        cfg.ckpt_path = str(path)
+        run_dir = run_dir_of(path, cfg.experiment)
+        plan = plan_continuation(ckpt, self._config_view, run_dir, cfg.stage_counters)
+        self._continuation = plan
+        rank_zero_info(plan.summary())
+        if plan.kind == "resume":
+            if ckpt.config and ckpt.config.get("seed_everything") != self._config_view.get("seed_everything"):
+                rank_zero_warn(
+                    "the seed differs from the interrupted run's: the remaining data order differs too"
                 )
+            if run_dir is None:
+                return None
+            # the resumed run's config goes beside the first one, never over it
+            self.save_config_kwargs = {**self.save_config_kwargs,
+                                       "config_filename": next_free(run_dir, "config_resume")}  # fmt: skip
+            return version_number(run_dir)
+        if cfg.model.init_from:
+            raise BadValue(
+                "give either --ckpt_path (a new stage from that checkpoint's weights) or model.init_from, not both"
             )
-        if trainer.logger is not False and not any("DataPreview" in p for p in present):
-            trainer.callbacks.append(
-                Namespace(class_path="cifar_pl.callbacks.DataPreview", init_args=Namespace())
+        max_epochs = cfg.trainer.max_epochs
+        if plan.start_epoch and max_epochs not in (None, -1) and max_epochs <= plan.start_epoch:
+            raise BadValue(
+                f"the new stage continues {path.name}'s counters at epoch {plan.start_epoch}, so trainer.max_epochs "
+                f"{max_epochs} leaves nothing to train; give max_epochs {plan.start_epoch} + the stage's epochs "
+                f"(e.g. {plan.start_epoch + max_epochs}), or --stage_counters restart"
             )
-        if trainer.logger is not False and not any("TestReport" in p for p in present):
-            trainer.callbacks.append(
-                Namespace(class_path="cifar_pl.callbacks.TestReport", init_args=Namespace())
+        if (
+            plan.start_epoch
+            and max_epochs not in (None, -1)
+            and cfg.model.warmup_epochs >= max_epochs - plan.start_epoch
+        ):
+            raise BadValue(
+                f"model.warmup_epochs {cfg.model.warmup_epochs} is as long as the stage "
+                f"({max_epochs - plan.start_epoch} epochs); shorten the warmup or train longer"
             )
-        if trainer.logger is not False and not any("LearningRateMonitor" in p for p in present):
-            trainer.callbacks.append(
-                Namespace(
-                    class_path="pytorch_lightning.callbacks.LearningRateMonitor",
-                    init_args=Namespace(logging_interval="epoch"),
+        return None
+
+    def _evaluate_from_checkpoint(self, cfg: Namespace, sub: str) -> None:
+        if not cfg.get("ckpt_path"):
+            if not cfg.model.init_from:
+                raise BadValue(
+                    f"{sub} scores trained weights: pass --ckpt_path (a checkpoint, last or best) or "
+                    f"--model.init_from; without either it would score a net with random weights"
                 )
+            return
+        path = resolve_ckpt_path(str(cfg.ckpt_path), cfg.experiment)
+        ckpt = read_checkpoint(path)
+        cfg.ckpt_path = str(path)
+        self._checkpoint = ckpt
+        # The weights decide the architecture: build the checkpoint's own net (never fetching other weights).
+        if cfg.model.net != ckpt.net:
+            rank_zero_info(f"{sub}: using the checkpoint's net {ckpt.net} (the config names {cfg.model.net})")
+        cfg.model.net = ckpt.net
+        cfg.model.net_kwargs = ckpt.model_args.get("net_kwargs") or None
+        cfg.model.init_from = None
+
+    # ---- after everything is built: checks that need the objects ----
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        model, dm = self.model, self.datamodule
+        if self._checkpoint is not None and model.hparams.num_classes != len(self._checkpoint.class_names):
+            raise BadValue(
+                f"the checkpoint {self._checkpoint.path} classifies {len(self._checkpoint.class_names)} classes, "
+                f"the data has {model.hparams.num_classes}; pass the data it was trained on"
             )
+        self._check_image_size(model, dm)
+
+    @staticmethod
+    def _check_image_size(model: ImageClassifier, dm: Any) -> None:
+        size = getattr(dm, "image_size", None)
+        if not isinstance(size, int):
+            return
+        name = model.hparams.net
+        fixed = getattr(model.net, "fixed_input_size", None)
+        if fixed is not None and tuple(fixed) != (size, size):
+            raise BadValue(
+                f"net {name} has a flatten head for {fixed[0]}x{fixed[1]} images, but the data gives {size}x{size}: "
+                f"set data.image_size {fixed[0]}, or use a global-average-pooling net (model_gap, resnet20, ...)"
+            )
+        was_training = model.net.training
+        try:  # one tiny forward pass at the data's size: a net too deep for small images fails here, named
+            with torch.no_grad():
+                model.net.eval()(torch.zeros(1, 3, size, size))
+        except RuntimeError as e:
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise BadValue(
+                f"net {name} cannot take {size}x{size} images ({first}); use a larger data.image_size"
+            ) from None
+        finally:
+            model.net.train(was_training)
 
     def instantiate_trainer(self, **kwargs):
         # The checkpoint callbacks are always configured (checkpoint.*, last_checkpoint.*); drop them when the
-        # run asks for no checkpointing, which the Trainer would otherwise refuse.
+        # run asks for no checkpointing, which the Trainer would otherwise refuse. Infrastructure callbacks
+        # (random state, signals, the configuration in checkpoints, a stage's counters) are always there.
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         if config.get("enable_checkpointing") is False:
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
+        extra += [RNGState(), GracefulStop(), RunConfig(self._config_view)]
+        plan = self._continuation
+        if plan is not None and plan.kind == "stage" and (plan.start_epoch or plan.start_step):
+            extra.append(StageStart(plan.start_epoch, plan.start_step))
         return self._instantiate_trainer(config, extra)
+
+    # ---- fit: stages, the run's record, test after fit ----
+    def fit(self, model: ImageClassifier, datamodule=None, ckpt_path: str | None = None, **kwargs) -> None:
+        plan = self._continuation
+        if plan is not None and plan.kind == "stage":
+            self._start_stage(model, plan)
+            ckpt_path = None  # the weights are in; optimiser, schedule and counters start afresh
+        log_dir = getattr(self.trainer.logger, "log_dir", None) if self.trainer.is_global_zero else None
+        self._run_dir = (
+            Path(log_dir) if log_dir else None
+        )  # no logger (or fast_dev_run): no run folder, no record
+        self._record(status="running", experiment=self.config.fit.experiment, max_epochs=self.trainer.max_epochs,
+                     ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None))  # fmt: skip
+        if self._run_dir is not None and plan is not None and plan.kind == "stage":
+            parent = plan.checkpoint.path.resolve()  # best.ckpt is a link: its target names the parent's run
+            write_json_atomic(self._run_dir / "stage.json", {
+                "parent": str(plan.checkpoint.path),
+                "parent_run": str(parent.parent.parent) if parent.parent.name == "checkpoints" else None,
+                "start_epoch": plan.start_epoch, "start_step": plan.start_step,
+                "changes": [{"key": k, "from": a, "to": b} for k, a, b in plan.changes],
+            })  # fmt: skip
+        try:
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs))
+        except SystemExit as e:  # a signal (GracefulStop set the code), or Lightning's own exit
+            saved = next((cb.saved for cb in self.trainer.callbacks if isinstance(cb, GracefulStop)), None)
+            self._record(status="interrupted", exit_code=e.code, epoch=self.trainer.current_epoch,
+                         global_step=self.trainer.global_step, last_checkpoint=str(saved) if saved else None)  # fmt: skip
+            rank_zero_info(
+                f"stopped at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}; "
+                + (
+                    f"saved {saved}. Resume with the same command and --ckpt_path last"
+                    if saved
+                    else "nothing saved"
+                )
+            )
+            raise
+        except BaseException as e:
+            self._record(
+                status="failed", error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            )
+            raise
+        self._record(status="fitted", epochs_done=self.trainer.current_epoch, global_step=self.trainer.global_step,
+                     stopped_early=bool(self.trainer.should_stop))  # fmt: skip
+
+    # Checkpoints reach Lightning only after cifar_pl.checkpoints has read them, and are loaded tensors-only.
+    @staticmethod
+    def _tensors_only(kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "weights_only": True}  # before_instantiate_classes refused any other value
+
+    def validate(self, model, datamodule=None, ckpt_path=None, **kwargs):
+        return self.trainer.validate(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
+        )
+
+    def test(self, model, datamodule=None, ckpt_path=None, **kwargs):
+        return self.trainer.test(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
+        )
+
+    def predict(self, model, datamodule=None, ckpt_path=None, **kwargs):
+        return self.trainer.predict(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
+        )
+
+    def _start_stage(self, model: ImageClassifier, plan: Continuation) -> None:
+        from .models import load_weights
+
+        ckpt = plan.checkpoint
+        weights = {k[4:]: v for k, v in ckpt.state_dict.items() if k.startswith("net.")}
+        report = load_weights(model.net, ckpt.path, strict=model.hparams.init_strict, state_dict=weights)
+        for key in report.skipped:
+            rank_zero_warn(f"new stage: skipped {key}")
+        model.stage = {
+            "start_epoch": plan.start_epoch,
+            "start_step": plan.start_step,
+            "parent": str(ckpt.path),
+        }
+
+    def _record(self, **fields: Any) -> None:
+        if self._run_dir is not None:
+            update_record(self._run_dir, subcommand=self.subcommand, **fields)
 
     def after_fit(self) -> None:
         cfg = self.config[self.subcommand]
         best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
         if best and log_dir and self.trainer.is_global_zero:
-            link_best(Path(best), Path(log_dir).parent / "best.ckpt")
+            link = Path(log_dir).parent / "best.ckpt"
+            link_best(Path(best), link)
+            rank_zero_info(f"best checkpoint: {best} (linked as {link})")
         if not cfg.test_after_fit or self.trainer.interrupted:
+            self._record(status="complete", tested=False)
             return
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-
-
-def latest_last_checkpoint(experiment_dir: Path) -> Path | None:
-    """The newest ``version_*/checkpoints/last.ckpt`` of an experiment folder, or None."""
-    found = sorted(experiment_dir.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def resolve_resume(ckpt_path: str, experiment_dir: Path) -> tuple[str, int | None]:
-    """``fit --ckpt_path``: ``last`` means the newest ``last.ckpt`` of this experiment; a checkpoint inside
-    ``<experiment>/version_N/checkpoints/`` continues in that version folder (same logs, same checkpoints)."""
-    if ckpt_path == "last":
-        path = latest_last_checkpoint(experiment_dir)
-        if path is None:
-            raise FileNotFoundError(
-                f"--ckpt_path last: no last.ckpt under {experiment_dir}/version_*/checkpoints; nothing to resume "
-                f"(check --experiment, or pass the checkpoint's path)"
-            )
-    else:
-        path = Path(ckpt_path)
-        if ckpt_path in ("best", "hpc", "registry") or not path.is_file():
-            return ckpt_path, None  # Lightning's own keywords, or its own error for a missing file
-    resolved, root = path.resolve(), experiment_dir.resolve()
-    version = None
-    if resolved.parent.name == "checkpoints" and resolved.parent.parent.parent == root:
-        name = resolved.parent.parent.name
-        if name.startswith("version_") and name[8:].isdigit():
-            version = int(name[8:])
-    return str(path), version
-
-
-def link_best(target: Path, link: Path) -> None:
-    """Point ``link`` (``lightning_logs/<experiment>/best.ckpt``) at the newest run's best checkpoint, so a
-    later stage can name it (``init_from: lightning_logs/<experiment>/best.ckpt``) without knowing version_N.
-    Replaced atomically; a real file of that name is left alone."""
-    if link.exists() and not link.is_symlink():
-        return
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
-    os.replace(tmp, link)
-    rank_zero_info(f"best checkpoint: {target} (linked as {link})")
+        results = self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
+        )
+        self._record(status="complete", tested=True, test=results[0] if results else {},
+                     best_checkpoint=best or None)  # fmt: skip

@@ -3,10 +3,11 @@
     python -m cifar_pl.predict --ckpt lightning_logs/transfer/flowers/scratch/best.ckpt photos/ more.jpg \\
         --out predictions.csv --top-k 3
 
-Folders are searched recursively. A net with global average pooling takes each image at its own size; a net
-with a fixed input size gets it resized (``--size train`` resizes for every net, as in training). The output
-(CSV, or JSON for a ``.json`` name) has one row per file: its size, what was done to it, the top-k classes with
-probabilities, or the reason it could not be read. Class names and normalisation come from the checkpoint.
+Folders are searched recursively. A net with global average pooling takes each image at its own size (the long
+side held at ``--max-side``, the short side raised to the training size); a net with a fixed input size gets
+it resized (``--size train`` resizes for every net, as in training). The output (CSV, or JSON for a ``.json``
+name) has one row per file: its size, what was done to it, the top-k classes with probabilities, or the reason it
+could not be read; one bad file never ends the run. Class names and normalisation come from the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,25 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from .inference import Predictor
-
-
-def image_files(inputs: list[str]) -> list[Path]:
-    """The files named, and every non-hidden file under the folders named (sorted)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            out += sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts)
-            )
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"'{p}' is neither a file nor a folder")
-    return out
+from .checks import check_number
+from .errors import BadValue, run_main
+from .images import image_files
+from .inference import MAX_SIDE, Predictor
 
 
 def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
@@ -56,7 +42,8 @@ def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
             writer.writerow(flat)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def predict(argv: list[str] | None = None) -> list[dict]:
+    """Parse ``argv``, predict, write the table; returns the rows (raises for bad options)."""
     parser = argparse.ArgumentParser(prog="python -m cifar_pl.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument(
@@ -65,20 +52,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", default="predictions.csv", help="output file: .csv or .json")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--size", choices=["auto", "native", "train"], default="auto")
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE,
+                        help=f"own-size prediction: scale larger images down to this long side (default {MAX_SIDE})")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+    check_number("--top-k", args.top_k, 1, integer=True)
+    check_number("--max-side", args.max_side, 8, integer=True)
+    if Path(args.out).suffix not in (".csv", ".json"):
+        raise BadValue(f"--out {args.out}: the table is written as .csv or .json; name the file so")
     files = image_files(args.inputs)
     if not files:
-        parser.error(f"no files found in {args.inputs}")
-    rows = predictor.predict_files(files, args.top_k, args.size)
+        raise BadValue(f"no files found in {args.inputs}")
+    predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+    rows = predictor.predict_files(files, args.top_k, args.size, args.max_side)
     write_rows(rows, Path(args.out), min(args.top_k, len(predictor.classes)))
     for row in rows:
         shown = row.get("error") or ", ".join(f"{t['class']} {t['prob']:.3f}" for t in row["top"])
         print(f"{row['file']}: {shown}" + (f"  ({row['input']})" if "input" in row else ""))
-    print(f"wrote {args.out} ({len(rows)} files)")
+    failed = sum("error" in r for r in rows)
+    print(f"wrote {args.out} ({len(rows)} files" + (f", {failed} unreadable)" if failed else ")"))
     return rows
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command: exit 0 when every file was predicted, 1 when some could not be read, 2 for bad options."""
+    rows: list[dict] = []
+    code = run_main(lambda: rows.extend(predict(argv)))
+    return code or (1 if any("error" in r for r in rows) else 0)
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

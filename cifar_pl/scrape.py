@@ -38,7 +38,8 @@ from typing import Protocol
 
 from PIL import Image, ImageDraw
 
-from .data.folder import to_rgb
+from .errors import BadValue, MissingFile, UserError, run_main
+from .images import to_rgb
 
 MANIFEST_FIELDS = ["url", "file", "sha256", "size", "width", "height", "class"]
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) cifar_pl-scrape/1.0"
@@ -60,7 +61,7 @@ class DDGSBackend:
         try:
             from ddgs import DDGS
         except ImportError:
-            raise RuntimeError(
+            raise UserError(
                 "image search needs the ddgs package: pip install 'cifar-pl[scrape]' (or pip install ddgs)"
             ) from None
         results = DDGS().images(
@@ -73,8 +74,13 @@ def slug(name: str) -> str:
     """A safe folder/file name for a class: lower case, [a-z0-9_] only."""
     s = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not s:
-        raise ValueError(f"class name {name!r} has no letters or digits to name a folder after")
+        raise BadValue(f"class name {name!r} has no letters or digits to name a folder after")
     return s
+
+
+def _file_dhash(path: Path) -> int:
+    with Image.open(path) as im:
+        return dhash(im)
 
 
 def dhash(img: Image.Image, size: int = 8) -> int:
@@ -94,15 +100,19 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
-            raise _Drop(f"redirect to a non-http URL ({urllib.parse.urlparse(newurl).scheme})")
+            raise _Drop("redirect to a non-http URL", urllib.parse.urlparse(newurl).scheme)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class _Drop(Exception):
-    """A URL that will not give a usable image; the message is the reason."""
+    """A URL that will not give a usable image: ``kind`` (what the summary counts) and a detail."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        self.kind, self.detail = kind, detail
+        super().__init__(f"{kind} ({detail})" if detail else kind)
 
 
-class _Retry(Exception):
+class _Retry(_Drop):
     """A transient failure worth another try."""
 
 
@@ -121,7 +131,7 @@ def fetch(url: str, limits: Limits) -> bytes:
     """The body of ``url``, or ``_Drop``/``_Retry`` with the reason."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("http", "https"):
-        raise _Drop(f"not an http(s) URL ({scheme or 'no scheme'})")
+        raise _Drop("not an http(s) URL", scheme or "no scheme")
     opener = urllib.request.build_opener(_SafeRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
     start = time.monotonic()
@@ -129,7 +139,7 @@ def fetch(url: str, limits: Limits) -> bytes:
         with opener.open(request, timeout=limits.timeout) as response:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > limits.max_bytes:
-                raise _Drop(f"too large ({int(length)} bytes > {limits.max_bytes})")
+                raise _Drop("too large", f"{int(length)} bytes > {limits.max_bytes}")
             chunks, total = [], 0
             while True:
                 chunk = response.read(65536)
@@ -137,9 +147,9 @@ def fetch(url: str, limits: Limits) -> bytes:
                     break
                 total += len(chunk)
                 if total > limits.max_bytes:
-                    raise _Drop(f"too large (over {limits.max_bytes} bytes)")
+                    raise _Drop("too large", f"over {limits.max_bytes} bytes")
                 if time.monotonic() - start > limits.timeout:
-                    raise _Retry(f"timed out after {limits.timeout:.0f} s")
+                    raise _Retry("timed out")
                 chunks.append(chunk)
             return b"".join(chunks)
     except urllib.error.HTTPError as e:
@@ -149,13 +159,13 @@ def fetch(url: str, limits: Limits) -> bytes:
     except TimeoutError:
         raise _Retry("timed out") from None
     except ConnectionError as e:
-        raise _Retry(f"connection failed ({type(e).__name__})") from None
+        raise _Retry("connection failed", type(e).__name__) from None
     except urllib.error.URLError as e:
         if isinstance(e.reason, _Drop):
             raise e.reason from None
         if isinstance(e.reason, TimeoutError):
             raise _Retry("timed out") from None
-        raise _Retry(f"connection failed ({e.reason})") from None
+        raise _Retry("connection failed", str(e.reason)) from None
 
 
 def fetch_with_retries(url: str, limits: Limits) -> bytes:
@@ -165,7 +175,7 @@ def fetch_with_retries(url: str, limits: Limits) -> bytes:
             return fetch(url, limits)
         except _Retry as e:
             if attempt == limits.retries:
-                raise _Drop(f"{e} ({attempt + 1} tries)") from None
+                raise _Drop(e.kind, f"{attempt + 1} tries") from None
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -178,9 +188,9 @@ def decode(data: bytes, min_side: int) -> Image.Image:
             im.load()
             im = to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise _Drop(f"not a readable image ({type(e).__name__})") from None
+        raise _Drop("not a readable image", type(e).__name__) from None
     if min(im.size) < min_side:
-        raise _Drop(f"too small ({im.size[0]}x{im.size[1]})")
+        raise _Drop("too small", f"{im.size[0]}x{im.size[1]}")
     return im
 
 
@@ -239,7 +249,7 @@ def collect_class(
     seen = cf.seen_urls()
     todo = list(dict.fromkeys(u for u in urls if u not in seen))  # each URL once
     hashes = {r["sha256"] for r in cf.kept}
-    phashes = [dhash(Image.open(cf.folder / r["file"])) for r in cf.kept if (cf.folder / r["file"]).is_file()]
+    phashes = [_file_dhash(cf.folder / r["file"]) for r in cf.kept if (cf.folder / r["file"]).is_file()]
     lock = threading.Lock()
     counts: Counter = Counter()
     task = progress.add_task(name, total=len(todo)) if progress is not None else None
@@ -252,9 +262,9 @@ def collect_class(
             ph = dhash(img)
             with lock:  # duplicate checks and writes happen one at a time
                 if digest in hashes:
-                    raise _Drop("duplicate (same bytes as a kept image)")
+                    raise _Drop("duplicate", "same bytes as a kept image")
                 if any(bin(ph ^ other).count("1") <= limits.near_duplicate_bits for other in phashes):
-                    raise _Drop("near-duplicate (perceptual hash)")
+                    raise _Drop("near-duplicate", "perceptual hash")
                 file = f"{slug(name)}_{digest[:16]}.jpg"
                 img.save(cf.folder / file, "JPEG", quality=92)
                 hashes.add(digest)
@@ -265,7 +275,7 @@ def collect_class(
         except _Drop as e:
             with lock:
                 cf.dropped.append({"url": url, "reason": str(e)})
-                counts[str(e).split(" (")[0]] += 1
+                counts[e.kind] += 1
         finally:
             if progress is not None:
                 progress.advance(task)
@@ -311,7 +321,7 @@ def remove(files: Sequence[str], root: Path) -> list[Path]:
         name = Path(item).name
         cf = next((c for c in classes if any(r["file"] == name for r in c.kept)), None)
         if cf is None:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"'{item}' is not a kept image of any class under '{root}' (see its manifest_*.csv)"
             )
         cf.dropped += [{"url": r["url"], "reason": "removed by hand"} for r in cf.kept if r["file"] == name]
@@ -329,7 +339,7 @@ def scrape(classes: Sequence[str], per_class: int, out: Path, backend: SearchBac
     limits = limits or Limits()
     names = [slug(c) for c in classes]
     if len(set(names)) != len(names):
-        raise ValueError(f"two classes map to the same folder name: {names}")
+        raise BadValue(f"two classes map to the same folder name: {names}")
     summary = {}
     progress = None
     if show_progress:
@@ -363,7 +373,7 @@ def print_summary(summary: dict[str, Counter], out: Path) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cifar_pl.scrape", description=__doc__.split("\n\n")[0])
     parser.add_argument("classes", nargs="*", help="one search query per class; it names the class")
     parser.add_argument("--per-class", type=int, default=300)
@@ -380,13 +390,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {p}")
         for cf in _all_classes(args.out):
             contact_sheet(cf)
-        return 0
+        return
     if not args.classes:
         parser.error("name at least one class (a search query), or --remove files")
+    for flag, value, lo in (("--per-class", args.per_class, 1), ("--concurrency", args.concurrency, 1),
+                            ("--timeout", args.timeout, 0.1), ("--max-mb", args.max_mb, 0.01)):  # fmt: skip
+        if not value >= lo:
+            raise BadValue(f"{flag} must be >= {lo}, got {value}")
     limits = Limits(timeout=args.timeout, max_bytes=int(args.max_mb * 1e6), concurrency=args.concurrency)
     summary = scrape(args.classes, args.per_class, args.out, DDGSBackend(), limits)
     print_summary(summary, args.out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: run(argv))
 
 
 if __name__ == "__main__":

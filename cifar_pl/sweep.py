@@ -5,10 +5,11 @@
 A sweep file names a base config (LightningCLI composes several, like repeated ``--config``), arguments for
 every run, and the runs: ``runs:`` maps a run name to its overrides, ``grid:`` makes one run per combination of
 values (named after them). Each run is ``python -m cifar_pl fit`` in its own process, logging to
-``lightning_logs/<sweep>/<run>/version_N``, so TensorBoard shows the runs side by side. Resumable: a finished
-run (``result.json`` written) is not redone, an interrupted one continues from its ``last.ckpt``. At the end
-``lightning_logs/<sweep>/plots/`` gets one chart per compared metric (PNG and SVG), final-value bars and
-``summary.md``.
+``lightning_logs/<sweep>/<run>/version_N``, so TensorBoard shows the runs side by side. Resumable: a run is done
+when its own record says so (``run.json``: every epoch trained, the test written, exit 0) and is then not redone;
+an interrupted or failed one continues from its ``last.ckpt``. SIGTERM/SIGINT to the sweep reach the run in
+progress, which saves and stops; the sweep then exits 128 + signal. At the end ``lightning_logs/<sweep>/plots/``
+gets one chart per compared metric (PNG and SVG), final-value bars and ``summary.md``.
 
 ```yaml
 sweep: label_corruption
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -32,9 +34,11 @@ from typing import Any
 
 import yaml
 
-from .cli import LOG_ROOT, latest_last_checkpoint
+from .errors import BadFile, BadValue, MissingFile, run_main
+from .runs import LOG_ROOT, check_name, latest_last_checkpoint, read_record, safe_part, version_dirs
 
 DEFAULT_COMPARE = ["train/loss", "train/acc", "val/acc", "train/epoch_time"]
+SWEEP_KEYS = ("sweep", "config", "args", "runs", "grid", "compare", "final")
 
 
 def _arg_value(value: Any) -> str:
@@ -54,82 +58,150 @@ def _as_args(overrides: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _mapping(path: Path, key: str, value: Any, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise BadValue(f"{path}: `{key}:` must map {what}, got {type(value).__name__} {value!r:.80}")
+    return value
+
+
+def _names(path: Path, key: str, value: Any, default: list[str]) -> list[str]:
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadValue(f"{path}: `{key}:` must be a list of metric names such as [train/acc, test/acc]")
+    return value
+
+
 def load_sweep(path: str | Path) -> dict[str, Any]:
     """A sweep file, checked: ``sweep`` (name), ``config`` (one or more), ``runs`` and/or ``grid``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sweep file '{path}' does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
-    unknown = set(spec) - {"sweep", "config", "args", "runs", "grid", "compare", "final"}
+        raise MissingFile(f"sweep file '{path}' does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise BadFile(f"sweep file '{path}' is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    spec = _mapping(path, "the file", spec or {}, "keys to values")
+    unknown = set(spec) - set(SWEEP_KEYS)
     if unknown:
-        raise ValueError(
-            f"{path}: unknown keys {sorted(unknown)}; a sweep has sweep, config, args, runs, grid, compare, final"
-        )
+        raise BadValue(f"{path}: unknown keys {sorted(unknown)}; a sweep has {', '.join(SWEEP_KEYS)}")
     if not spec.get("sweep") or not spec.get("config"):
-        raise ValueError(f"{path}: a sweep needs `sweep:` (its name) and `config:` (the base config file)")
+        raise BadValue(f"{path}: a sweep needs `sweep:` (its name) and `config:` (the base config file)")
+    name = check_name(str(spec["sweep"]), "sweep")
     configs = spec["config"] if isinstance(spec["config"], list) else [spec["config"]]
-    runs: dict[str, dict[str, Any]] = dict(spec.get("runs") or {})
-    grid: dict[str, list] = spec.get("grid") or {}
+    if not all(isinstance(c, str) for c in configs):
+        raise BadValue(f"{path}: `config:` is a config file or a list of them")
+    args = _mapping(path, "args", spec.get("args"), "option names to values (trainer.max_epochs: 30)")
+    runs: dict[str, dict[str, Any]] = {}
+    for run, overrides in _mapping(path, "runs", spec.get("runs"), "run names to their overrides").items():
+        runs[run] = _mapping(path, f"runs.{run}", overrides, "option names to values")
+    grid = _mapping(path, "grid", spec.get("grid"), "option names to lists of values")
+    if not all(isinstance(v, list) and v for v in grid.values()):
+        raise BadValue(f"{path}: every `grid:` entry is a non-empty list of values")
     for values in itertools.product(*grid.values()) if grid else []:
         combo = dict(zip(grid, values, strict=True))
-        name = ",".join(f"{k.split('.')[-1]}={_arg_value(v)}" for k, v in combo.items())
-        runs[name] = combo
+        runs[safe_part(",".join(f"{k.split('.')[-1]}={_arg_value(v)}" for k, v in combo.items()))] = combo
     if not runs:
-        raise ValueError(f"{path}: no runs; give `runs:` or `grid:`")
-    bad = [n for n in runs if "/" in n or n.startswith(".")]
-    if bad:
-        raise ValueError(f"{path}: run names become folder names; {bad} contain '/' or start with '.'")
+        raise BadValue(f"{path}: no runs; give `runs:` or `grid:`")
+    for run in runs:
+        check_name(run, f"{path}: run name")
+        if "/" in run:
+            raise BadValue(f"{path}: run name {run!r} becomes one folder name; use no '/'")
     return {
-        "sweep": spec["sweep"], "configs": configs, "args": spec.get("args") or {}, "runs": runs,
-        "compare": spec.get("compare") or DEFAULT_COMPARE, "final": spec.get("final") or ["train/acc", "test/acc"],
+        "sweep": name, "configs": configs, "args": args, "runs": runs,
+        "compare": _names(path, "compare", spec.get("compare"), DEFAULT_COMPARE),
+        "final": _names(path, "final", spec.get("final"), ["train/acc", "test/acc"]),
     }  # fmt: skip
+
+
+def run_status(run_dir: Path) -> str:
+    """What the newest version of a run says of itself: complete, fitted, interrupted, failed, running or new."""
+    versions = version_dirs(run_dir)
+    record = read_record(versions[-1]) if versions else None
+    return str(record.get("status", "unknown")) if record else "new"
+
+
+class _Forward:
+    """While a run's process is alive, SIGTERM/SIGINT to the sweep are passed to it (it saves and stops) and the
+    sweep stops after it, instead of leaving it orphaned or cut off mid-write."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.signum: int | None = None
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
 
 
 def run_sweep(
     spec: dict[str, Any], extra: list[str], log_root: Path = Path(LOG_ROOT), dry_run: bool = False, only=None
 ) -> dict[str, str]:
-    """Run every run of ``spec`` not finished yet; returns run name -> ``done``/``skipped``/``failed (rc)``."""
+    """Run every run of ``spec`` not done yet; returns run name -> ``done``/``skipped``/``interrupted (...)``/
+    ``failed (...)``/``dry run``. A signal stops the sweep after the run in progress has saved."""
     sweep_dir = log_root / spec["sweep"]
     status: dict[str, str] = {}
-    for name, overrides in spec["runs"].items():
-        if only and name not in only:
-            continue
-        run_dir = sweep_dir / name
-        if (run_dir / "result.json").is_file():
-            print(f"[sweep] {name}: finished before, skipped")
-            status[name] = "skipped"
-            continue
-        cmd = [sys.executable, "-m", "cifar_pl", "fit"]
-        for config in spec["configs"]:
-            cmd += ["--config", str(config)]
-        cmd += [
-            "--experiment",
-            f"{spec['sweep']}/{name}",
-            *_as_args(spec["args"]),
-            *_as_args(overrides),
-            *extra,
-        ]
-        last = latest_last_checkpoint(run_dir)
-        if last is not None:
-            cmd += ["--ckpt_path", str(last)]
-        print(
-            f"[sweep] {name}: {'resuming from ' + str(last) if last else 'starting'}\n  {' '.join(cmd)}",
-            flush=True,
-        )
-        if dry_run:
-            status[name] = "dry run"
-            continue
-        start = time.perf_counter()
-        rc = subprocess.call(cmd)
-        if rc != 0:
-            print(f"[sweep] {name}: failed with exit code {rc}; run the sweep again to resume it", flush=True)
-            status[name] = f"failed ({rc})"
-            continue
-        result = final_values(run_dir)
-        result["wall_s"] = round(time.perf_counter() - start, 1)
-        result["overrides"] = overrides
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-        status[name] = "done"
+    with _Forward() as forward:
+        for name, overrides in spec["runs"].items():
+            if only and name not in only:
+                continue
+            if forward.signum is not None:
+                break
+            run_dir = sweep_dir / name
+            before = run_status(run_dir)
+            if before == "complete":
+                print(f"[sweep] {name}: finished before, skipped")
+                status[name] = "skipped"
+                continue
+            cmd = [sys.executable, "-m", "cifar_pl", "fit"]
+            for config in spec["configs"]:
+                cmd += ["--config", str(config)]
+            cmd += [
+                "--experiment",
+                f"{spec['sweep']}/{name}",
+                *_as_args(spec["args"]),
+                *_as_args(overrides),
+                *extra,
+            ]
+            last = latest_last_checkpoint(run_dir)
+            if last is not None:
+                cmd += ["--ckpt_path", str(last)]
+            doing = f"resuming ({before}) from {last}" if last else "starting"
+            print(f"[sweep] {name}: {doing}\n  {' '.join(cmd)}", flush=True)
+            if dry_run:
+                status[name] = "dry run"
+                continue
+            start = time.perf_counter()
+            forward.proc = subprocess.Popen(cmd)
+            rc = forward.proc.wait()
+            forward.proc = None
+            after = run_status(run_dir)
+            if rc != 0 or after != "complete":
+                kind = "interrupted" if rc > 128 or after == "interrupted" else "failed"
+                print(f"[sweep] {name}: {kind} (exit {rc}, its record says {after}); run the sweep again to resume it",
+                      flush=True)  # fmt: skip
+                status[name] = f"{kind} (exit {rc})"
+                continue
+            result = final_values(run_dir)
+            result["wall_s"] = round(time.perf_counter() - start, 1)
+            result["overrides"] = overrides
+            (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+            status[name] = "done"
+    if forward.signum is not None:
+        status["__signal__"] = str(forward.signum)
     return status
 
 
@@ -178,7 +250,8 @@ def plot_sweep(spec: dict[str, Any], log_root: Path = Path(LOG_ROOT)) -> list[Pa
     return [*paths, out / "summary.md"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def sweep(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run and draw; the exit code: 0 all done, 1 a run failed, 128 + n stopped by signal n."""
     parser = argparse.ArgumentParser(
         prog="python -m cifar_pl.sweep", description=__doc__.split("\n\n")[0],
         epilog="Arguments after the sweep file go to every run, e.g. --data.data_dir ../shared/data.",
@@ -189,13 +262,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots-only", action="store_true", help="only (re)draw the comparison charts")
     args, extra = parser.parse_known_args(argv)
     spec = load_sweep(args.sweep)
+    unknown = sorted(set(args.only or []) - set(spec["runs"]))
+    if unknown:
+        raise BadValue(f"--only {unknown}: no such run in {args.sweep}; its runs: {', '.join(spec['runs'])}")
     status = {} if args.plots_only else run_sweep(spec, extra, dry_run=args.dry_run, only=args.only)
+    signum = status.pop("__signal__", None)
     for name, s in status.items():
         print(f"[sweep] {name}: {s}")
     if not args.dry_run:
         for p in plot_sweep(spec):
             print(f"wrote {p}")
-    return 1 if any(s.startswith("failed") for s in status.values()) else 0
+    if signum is not None:
+        return 128 + int(signum)
+    return 1 if any(s.startswith(("failed", "interrupted")) for s in status.values()) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    code = 0
+
+    def body():
+        nonlocal code
+        code = sweep(argv)
+
+    return run_main(body) or code
 
 
 if __name__ == "__main__":

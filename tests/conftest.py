@@ -71,6 +71,12 @@ def cifar100_root(tmp_path_factory) -> Path:
     return root
 
 
+def largest_difference(a: dict, b: dict) -> tuple[str, float]:
+    """The floating tensor of two state dicts that differs most, and by how much (max absolute difference)."""
+    diffs = [(k, (a[k].double() - b[k].double()).abs().max().item()) for k in a if a[k].is_floating_point()]
+    return max(diffs, key=lambda kv: kv[1])
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real data folder ($CIFAR_PL_DATA, default ../shared/data); skips the test where it is absent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -9,15 +10,18 @@ import pytorch_lightning as pl
 
 
 class PauseAt(pl.Callback):
-    """At global step ``step``, write ``marker`` and sleep, so the test can kill the process mid-epoch."""
-
-    def __init__(self, step: int, marker: str):
-        self.step, self.marker = step, marker
+    """At global step ``$PAUSE_AT_STEP``, write ``$PAUSE_MARKER`` and wait (up to 10 minutes), so the test can
+    stop the process mid-epoch. Read from the environment, so the resumed run's configuration is the same as the
+    stopped one's (an exact resume) while it does not pause. A signal ends the wait: the run then stops the way
+    it would in the middle of real work."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            Path(self.marker).write_text(str(batch_idx))
-            time.sleep(600)
+        if str(trainer.global_step) != os.environ.get("PAUSE_AT_STEP"):
+            return
+        Path(os.environ["PAUSE_MARKER"]).write_text(str(batch_idx))
+        deadline = time.time() + 600
+        while time.time() < deadline and not trainer.received_sigterm:
+            time.sleep(0.05)
 
 
 class FailOnRank(pl.Callback):

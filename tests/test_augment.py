@@ -73,9 +73,11 @@ def test_unknown_step_lists_the_valid_names():
         resolve([{"name": "cutuot"}])
     msg = str(e.value)
     assert "Did you mean 'cutout'" in msg and all(n in msg for n in ["random_crop", "autoaugment", "mixup"])
-    with pytest.raises(ValueError, match="presets: none, standard"):
+    with pytest.raises(
+        ValueError, match="augment preset: unknown value 'strong'. Choose one of none, standard"
+    ):
         resolve("strong")
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match="augment step 'hflip' has no parameter prob; its parameters: p"):
         Augmentation.from_config([{"name": "hflip", "prob": 0.5}]).on_batch()
     with pytest.raises(ValueError, match="autoaugment has no batched version"):
         Augmentation.from_config("autoaugment_cutout", on_device=True)
@@ -196,11 +198,12 @@ def test_augment_examples_shape(cifar10_root):
 def test_preview_command_writes_pngs(cifar10_root, tmp_path, monkeypatch):
     from PIL import Image
 
-    from cifar_pl.viz.augment import main
+    from cifar_pl.viz.__main__ import run
 
     monkeypatch.chdir(tmp_path)
-    written = main(
+    written = run(
         [
+            "augment",
             "--out",
             str(tmp_path / "prev"),
             "--draws",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cifar_pl.lit import ImageClassifier
-from cifar_pl.lit.schedule import LRMultiplier
+from cifar_pl.lit.schedule import LRMultiplier, PlannedLR
 from cifar_pl.models import create_model, load_weights, read_state_dict
 
 
@@ -21,22 +21,80 @@ def test_cosine_with_warmup():
     assert all(f(s) >= f(s + 1) for s in range(10, 120))
 
 
-def test_multistep_counts_epochs_when_stepped_per_epoch():
-    f = LRMultiplier("multistep", total_steps=1000, steps_per_count=10, milestones=(30, 60), gamma=0.1)
-    assert [f(e) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+def test_multistep_per_epoch_with_warmup_per_step():
+    # 10 steps an epoch, milestones at epochs 3 and 6, warmup over the first epoch rising every step
+    f = LRMultiplier("multistep", total_steps=1000, steps_per_epoch=10, per_epoch=True, warmup_steps=10,
+                     milestones=(30, 60), gammas=(0.1, 0.1))  # fmt: skip
+    assert [f(s) for s in range(10)] == pytest.approx([(s + 1) / 11 for s in range(10)])
+    assert [f(s) for s in (10, 29, 30, 59, 60, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cosine_per_epoch_holds_within_an_epoch():
+    f = LRMultiplier("cosine", total_steps=100, steps_per_epoch=10, per_epoch=True)
+    assert len({f(s) for s in range(10, 20)}) == 1 and f(10) > f(20) > f(90) > 0
+
+
+def test_constant_warmup_then_a_factor_per_milestone():
+    # He et al.'s ResNet-110: 0.01 (factor 0.1 of 0.1) while warming up; seed 002's 0.01 -> 0.005 -> 0.0025 -> 0.001
+    f = LRMultiplier("multistep", total_steps=400, warmup_steps=4, warmup_mode="constant", warmup_factor=0.1,
+                     milestones=(100, 200, 300), gammas=(0.5, 0.5, 0.4))  # fmt: skip
+    assert [f(s) for s in (0, 3)] == pytest.approx([0.1, 0.1])
+    assert [f(s) for s in (4, 99, 100, 200, 300, 399)] == pytest.approx([1, 1, 0.5, 0.25, 0.1, 0.1])
 
 
 def test_constant_and_unknown_schedule():
     assert LRMultiplier("constant", total_steps=10)(7) == 1.0
-    with pytest.raises(ValueError, match="choose one of constant, multistep, cosine, onecycle"):
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         LRMultiplier("linear", total_steps=10)(3)
+    with pytest.raises(ValueError, match="model.scheduler: unknown value 'linear'"):
+        ImageClassifier(net="model_a", scheduler="linear")
 
 
-def _configure(model, trainer_steps=100, batches=10):
+def test_onecycle_is_torchs_curve_and_cycles_momentum_only_when_asked():
+    for total, pct in ((100, 0.3), (37, 0.25)):
+        for cycle in (None, (0.85, 0.95)):
+            p = torch.nn.Parameter(torch.zeros(1))
+            ref_opt = torch.optim.SGD([p], lr=0.2, momentum=0.9)
+            ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.2, total_steps=total, pct_start=pct)
+            opt = torch.optim.SGD([p], lr=0.2, momentum=0.9)
+            ours = PlannedLR(opt, LRMultiplier("onecycle", total, pct_start=pct), momentum=cycle)
+            for s in range(total):
+                assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], abs=1e-15)
+                if cycle is None:
+                    assert opt.param_groups[0]["momentum"] == 0.9  # the configured momentum, untouched
+                else:
+                    assert opt.param_groups[0]["momentum"] == pytest.approx(
+                        ref_opt.param_groups[0]["momentum"]
+                    )
+                opt.step()
+                ours.step()
+                ref_opt.step()
+                if s < total - 1:
+                    ref.step()
+
+
+def test_the_plan_comes_from_the_config_and_only_the_position_from_a_checkpoint():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    short = PlannedLR(opt, LRMultiplier("cosine", total_steps=50))
+    for _ in range(50):
+        opt.step()
+        short.step()
+    state = short.state_dict()
+    assert set(state) == {"last_epoch", "_step_count"}  # no horizon travels in the checkpoint
+    longer = PlannedLR(opt, LRMultiplier("cosine", total_steps=100))  # max_epochs doubled, then resumed
+    longer.load_state_dict(state)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5) == pytest.approx(LRMultiplier("cosine", 100)(50))
+
+
+def _configure(model, epochs=10, batches=10):
     class FakeTrainer:
-        estimated_stepping_batches = trainer_steps
         num_training_batches = batches
         accumulate_grad_batches = 1
+        max_epochs = epochs
+        max_steps = -1
+        fast_dev_run = False
+        estimated_stepping_batches = epochs * batches
 
     model._trainer = FakeTrainer()
     return model.configure_optimizers()
@@ -61,7 +119,7 @@ def test_optimizers(name, cls):
 
 
 def test_onecycle_peaks_at_lr():
-    out = _configure(ImageClassifier(net="model_a", lr=0.2, scheduler="onecycle", warmup_epochs=3), 100, 10)
+    out = _configure(ImageClassifier(net="model_a", lr=0.2, scheduler="onecycle", warmup_epochs=3), 10, 10)
     opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
     lrs = []
     for _ in range(99):
@@ -70,6 +128,11 @@ def test_onecycle_peaks_at_lr():
         lrs.append(opt.param_groups[0]["lr"])
     assert max(lrs) == pytest.approx(0.2, rel=1e-3) and lrs.index(max(lrs)) in (28, 29)
     assert lrs[-1] < 1e-3
+
+
+def test_warmup_as_long_as_the_run_is_refused():
+    with pytest.raises(ValueError, match=r"warmup_epochs 10 \(100 steps\) is as long as the run"):
+        _configure(ImageClassifier(net="model_a", warmup_epochs=10), 10, 10)
 
 
 def test_soft_targets_give_the_same_loss_as_one_hot():
@@ -118,7 +181,7 @@ def test_files_that_are_not_weights(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "meta.pt")
     with pytest.raises(ValueError, match="holds no state dict"):
         read_state_dict(tmp_path / "meta.pt")
-    with pytest.raises(FileNotFoundError, match="init_from"):
+    with pytest.raises(FileNotFoundError, match="weights file .* does not exist"):
         read_state_dict(tmp_path / "missing.pt")
 
 

@@ -60,17 +60,16 @@ def test_num_classes_is_linked_from_the_data(cifar100_root, tmp_path, monkeypatc
     assert cli.model.net.get_classifier().out_features == 20 and len(cli.model.class_names) == 20
 
 
-def test_unknown_config_key_is_refused(capsys):
-    with pytest.raises(SystemExit):
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError, match="unrecognized arguments: --model.learning_rate 0.1"):
         run_cli("fit", "quickstart", extra="--model.learning_rate 0.1")
-    assert "learning_rate" in capsys.readouterr().err
 
 
-def test_unknown_optimizer_lists_the_valid_ones(capsys):
-    with pytest.raises(SystemExit):
+def test_unknown_optimizer_lists_the_valid_ones():
+    with pytest.raises(
+        ValueError, match="model.optimizer: unknown value 'rmsprop'; choose one of sgd, adam, adamw"
+    ):
         run_cli("fit", "quickstart", extra="--model.optimizer rmsprop")
-    err = capsys.readouterr().err
-    assert "rmsprop" in err and "sgd" in err and "adamw" in err
 
 
 def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):
@@ -79,7 +78,7 @@ def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):
         run_cli("fit", "quickstart", cifar10_root, "--model.net model_z")
 
 
-SHORT = "--data.batch_size 32 --experiment short --model.scheduler cosine"
+SHORT = "--data.batch_size 32 --experiment short --model.scheduler cosine --trainer.log_every_n_steps 2"
 
 
 @pytest.fixture(scope="module")
@@ -195,4 +194,4 @@ def test_a_datamodule_argument_error_reads_plainly(cifar10_root, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as e:
         run_cli("fit", "model_gap", cifar10_root, "--data.augment standart --trainer.fast_dev_run true")
-    assert str(e.value).startswith("Unknown augmentation preset 'standart'; presets: none, standard")
+    assert str(e.value).startswith("augment preset: unknown value 'standart'. Did you mean 'standard'?")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
+import time
 
 import pytest
 import torch
@@ -21,7 +25,7 @@ from cifar_pl.data.corrupt import (
 from cifar_pl.sweep import load_sweep
 from cifar_pl.sweep import main as sweep_main
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, REPO
 
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.8, 1.0])
@@ -116,7 +120,9 @@ def test_datamodule_corruptions_train_val_test(cifar10_root):
         assert len(dm.train_set) == 50 and not torch.equal(dm.train_set.images, clean.train_set.images[:50])
         assert torch.equal(dm.val_set.images, clean.val_set.images)
         assert torch.equal(dm.test_set.images, clean.test_set.images)
-    with pytest.raises(ValueError, match="Unknown corruption 'noise'; choose one of none, labels"):
+    with pytest.raises(
+        ValueError, match=re.escape("corrupt: unknown value 'noise'. Did you mean 'none'? Choose one of")
+    ):
         CIFAR10DataModule(str(cifar10_root), corrupt="noise")
 
 
@@ -150,15 +156,52 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
         assert (root / "plots" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
     summary = (root / "plots" / "summary.md").read_text()
     assert "| corrupt=none | 2 |" in summary and "corrupt=random_pixels" in summary
-    # run again: nothing is redone; a run without its result resumes from its last checkpoint
+    # run again: a run whose own record says complete is not redone, even without result.json; a run whose record
+    # says it was interrupted resumes from its last checkpoint, in its own folder
     capsys.readouterr()
-    (root / "corrupt=none" / "result.json").unlink()
+    (root / "corrupt=random_pixels" / "result.json").unlink()
+    record_path = root / "corrupt=none" / "version_0" / "run.json"
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "complete" and record["tested"] and "test/acc" in record["test"]
+    record_path.write_text(json.dumps({**record, "status": "interrupted"}))  # as a SIGTERM mid-run leaves it
     assert sweep_main([str(sweep), *extra, "--trainer.max_epochs", "3"]) == 0
     out = capsys.readouterr().out
     assert "corrupt=random_pixels: finished before, skipped" in out
-    assert "corrupt=none: resuming from" in out and "version_0/checkpoints/last.ckpt" in out
+    assert "corrupt=none: resuming (interrupted) from" in out and "version_0/checkpoints/last.ckpt" in out
     assert not (root / "corrupt=random_pixels" / "version_1").exists()
+    assert not (root / "corrupt=none" / "version_1").exists()
     assert json.loads((root / "corrupt=none" / "result.json").read_text())["epochs"] == 3
+
+
+def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(
+    cifar10_root, tmp_path, monkeypatch, capsys
+):
+    from cifar_pl.sweep import run_status
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PAUSE_AT_STEP", "2")
+    monkeypatch.setenv("PAUSE_MARKER", str(tmp_path / "paused"))
+    sweep = tmp_path / "stop.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "sweep": "stop", "config": str(CONFIGS / "corrupt" / "labels.yaml"),
+        "args": {"trainer.max_epochs": 2, "data.batch_size": 16, "trainer.callbacks+": "tests.helpers.PauseAt"},
+        "runs": {"a": {}},
+    }))  # fmt: skip
+
+    import threading
+
+    def stop_when_paused():  # what a scheduler does: SIGTERM to the sweep while its run is mid-epoch
+        while not (tmp_path / "paused").exists():
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_paused, daemon=True).start()
+    extra = ["--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false"]
+    assert sweep_main([str(sweep), *extra]) == 128 + signal.SIGTERM
+    assert "a: interrupted (exit 143" in capsys.readouterr().out
+    assert run_status(tmp_path / "lightning_logs" / "stop" / "a") == "interrupted"
+    assert not (tmp_path / "lightning_logs" / "stop" / "a" / "result.json").exists()
 
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))

@@ -64,8 +64,12 @@ def test_validation_never_comes_from_the_test_set(cifar10_root):
 
 
 def test_val_size_that_leaves_nothing_is_refused(cifar10_root):
-    with pytest.raises(ValueError, match="smaller val_size"):
+    with pytest.raises(ValueError, match="val_size=144 takes all 144 images"):
         CIFAR10DataModule(data_dir=str(cifar10_root), val_size=144).setup("fit")
+    with pytest.raises(ValueError, match=r"val_size must be in \(0, 1\), got 1.5"):
+        CIFAR10DataModule(data_dir=str(cifar10_root), val_size=1.5)  # refused before any file is read
+    with pytest.raises(ValueError, match="val_size=0.001 leaves 144 training and 0 validation rows"):
+        CIFAR10DataModule(data_dir=str(cifar10_root), val_size=0.001).setup("fit")
 
 
 def test_loader_hands_out_uint8_batches_normalised_on_the_device(cifar10_root):

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule, ImageFolderDataModule, read_image
+from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule, ImageFolderDataModule
+from cifar_pl.images import read_image as read_array
 
 from .conftest import PHOTO_COLOURS, write_photo, write_photo_folder
+
+
+def read_image(path, size, resize="squash") -> torch.Tensor:
+    """The image as the DataModules hold it: 3 x H x W uint8."""
+    return torch.from_numpy(read_array(path, size, resize)).permute(2, 0, 1)
 
 
 @pytest.mark.parametrize("mode,suffix", [("RGB", ".jpg"), ("P", ".png"), ("RGBA", ".png"), ("L", ".png"),
@@ -110,7 +116,7 @@ def test_folder_errors_say_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"no readable image for class\(es\) \['empty_class'\]"):
         ImageFolderDataModule(str(root)).setup("fit")
     with pytest.raises(ValueError, match=r"no class folder \['zebra'\].*the folders there are"):
-        _ = ImageFolderDataModule(str(root), classes=["zebra"]).classes
+        _ = ImageFolderDataModule(str(root), classes=["a", "zebra"]).classes
 
 
 # ---- Oxford 17 Flowers ----

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import CONFIGS, REPO, run_cli
+from .conftest import CONFIGS, REPO, largest_difference, run_cli
 
 
 def _fit_cmd(data_dir: Path, experiment: str, *extra: str, subcommand: str = "fit") -> list[str]:
@@ -26,8 +26,8 @@ def _fit_cmd(data_dir: Path, experiment: str, *extra: str, subcommand: str = "fi
     ]  # fmt: skip
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
 
 
 def _final(workdir: Path, experiment: str) -> dict:
@@ -43,9 +43,9 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar10_root, tmp
         _fit_cmd(cifar10_root, "straight"), cwd=tmp_path, env=_env(), check=True, capture_output=True
     )
     marker = tmp_path / "paused"
-    pause = ["--trainer.callbacks+=tests.helpers.PauseAt", "--trainer.callbacks.step=13",
-             f"--trainer.callbacks.marker={marker}"]  # fmt: skip
-    proc = subprocess.Popen(_fit_cmd(cifar10_root, "killed", *pause), cwd=tmp_path, env=_env(),
+    pause = ["--trainer.callbacks+=tests.helpers.PauseAt"]  # in both runs: the resumed config is the same
+    proc = subprocess.Popen(_fit_cmd(cifar10_root, "killed", *pause), cwd=tmp_path,
+                            env=_env(PAUSE_AT_STEP="13", PAUSE_MARKER=str(marker)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -56,17 +56,15 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar10_root, tmp
     assert proc.returncode == -signal.SIGKILL
     interrupted = _final(tmp_path, "killed")
     assert interrupted["global_step"] == 9 and interrupted["epoch"] == 0  # the last good checkpoint survived
-    resumed = subprocess.run(_fit_cmd(cifar10_root, "killed", "--ckpt_path", "last"), cwd=tmp_path, env=_env(),
-                             capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(_fit_cmd(cifar10_root, "killed", *pause, "--ckpt_path", "last"), cwd=tmp_path,
+                             env=_env(), capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint path at" in resumed.stderr + resumed.stdout
     a, b = _final(tmp_path, "straight"), _final(tmp_path, "killed")
     assert a["global_step"] == b["global_step"] == 27
-    diffs = [(k, (a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item())
-             for k in a["state_dict"] if a["state_dict"][k].is_floating_point()]  # fmt: skip
-    worst = max(diffs, key=lambda kv: kv[1])
-    print(f"max abs weight difference after SIGKILL + resume: {worst[1]} ({worst[0]})")
-    assert worst[1] == 0.0, worst
+    key, worst = largest_difference(a["state_dict"], b["state_dict"])
+    print(f"max abs weight difference after SIGKILL + resume: {worst} ({key})")
+    assert worst == 0.0, key
     # the resumed run continued in the same version folder: one run, one set of logs
     assert not (tmp_path / "lightning_logs" / "killed" / "version_1").exists()
 

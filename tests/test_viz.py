@@ -13,10 +13,10 @@ from PIL import Image
 
 from cifar_pl.inference import Predictor
 from cifar_pl.models import ClassifierNet, GlobalAvgPoolHead, create_model
-from cifar_pl.predict import main as predict_main
-from cifar_pl.viz.__main__ import main as viz_main
+from cifar_pl.predict import predict as predict_main
+from cifar_pl.viz.__main__ import run as viz_main
+from cifar_pl.viz.analysis import Evaluation, class_activation_map, evaluate, per_class_table, upsample
 from cifar_pl.viz.curves import read_scalars
-from cifar_pl.viz.inspect import Evaluation, class_activation_map, evaluate, per_class_table, upsample
 
 from .conftest import PHOTO_COLOURS, run_cli, write_photo
 

@@ -3,9 +3,11 @@
 from .freeze import BatchNormEval, FreezeBackbone, batchnorm_layers, body_parameters
 from .preview import DataPreview
 from .rng import RNGState
+from .run_config import RunConfig, StageStart
+from .stop import GracefulStop
 from .test_report import TestReport
 
 __all__ = [
-    "BatchNormEval", "DataPreview", "FreezeBackbone", "RNGState", "TestReport", "batchnorm_layers",
-    "body_parameters",
+    "BatchNormEval", "DataPreview", "FreezeBackbone", "GracefulStop", "RNGState", "RunConfig", "StageStart", "TestReport",
+    "batchnorm_layers", "body_parameters",
 ]  # fmt: skip

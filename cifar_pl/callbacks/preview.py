@@ -19,10 +19,7 @@ class DataPreview(pl.Callback):
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if logger is None or dm is None or not hasattr(dm, "augment_examples"):
             return
-        import matplotlib.pyplot as plt
-
         from ..viz.augment import preview_figures
 
         for name, fig in preview_figures(dm, self.n_images, self.draws).items():
             logger.experiment.add_figure(f"data/{name}", fig, global_step=0)
-            plt.close(fig)

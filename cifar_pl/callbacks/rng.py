@@ -39,9 +39,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class RNGState(pl.Callback):
-    """Saves the generator states with each checkpoint; after a ``--ckpt_path`` restore, puts them back when the
-    next training epoch starts (after the sanity check and anything else that ran since), which is where the
-    uninterrupted run stood when it wrote that checkpoint at the end of the previous epoch."""
+    """Saves the generator states with each checkpoint; after a ``--ckpt_path`` restore, puts them back when
+    training starts (after the sanity check, before the first batch is fetched and augmented), which is where the
+    uninterrupted run stood when it wrote that checkpoint, at the end of an epoch or (after a stop) between two
+    steps. Lightning does not call ``on_train_epoch_start`` when it resumes mid-epoch, so that hook would be
+    too late."""
 
     def __init__(self):
         self._pending: dict[str, Any] | None = None
@@ -52,7 +54,7 @@ class RNGState(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("rng")
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is not None:
             set_rng_state(self._pending)
             self._pending = None

@@ -9,7 +9,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 class TestReport(pl.Callback):
-    """Pictures of the test set after ``test`` (one more forward pass over it, at most ``max_images``)."""
+    """Pictures of the test set after ``test``. The confusion matrix is the one the model accumulated during
+    ``test_step`` (torchmetrics, synced across processes); the gallery needs each image's loss, so it makes one
+    more forward pass over at most ``max_images`` test images, on the model's own device."""
 
     def __init__(self, n_cams: int = 8, n_mistakes: int = 16, max_images: int = 10000):
         self.n_cams, self.n_mistakes, self.max_images = n_cams, n_mistakes, max_images
@@ -21,18 +23,17 @@ class TestReport(pl.Callback):
         test_set = getattr(dm, "test_set", None)
         if logger is None or test_set is None or not hasattr(dm, "normalize") or trainer.sanity_checking:
             return
-        import matplotlib.pyplot as plt
-
         from ..viz.inspect import report_figures
 
         images, labels = test_set.images[: self.max_images], test_set.labels[: self.max_images]
-        classes = getattr(pl_module, "class_names", None) or [str(i) for i in range(int(labels.max()) + 1)]
+        classes = getattr(pl_module, "class_names", None) or [
+            str(i) for i in range(pl_module.net.num_classes)
+        ]
         was_training = pl_module.training
         pl_module.eval()
-        figs, _ = report_figures(
-            pl_module, pl_module.net, dm.normalize, images, labels, classes, self.n_cams, self.n_mistakes
-        )
+        confusion = getattr(pl_module, "test_confusion_matrix", None)
+        figs, _ = report_figures(pl_module, pl_module.net, dm.normalize, images, labels, classes, self.n_cams,
+                                 self.n_mistakes, confusion=confusion if len(images) == len(test_set) else None)  # fmt: skip
         pl_module.train(was_training)
         for name, fig in figs.items():
             logger.experiment.add_figure(f"test/{name}", fig, global_step=trainer.global_step)
-            plt.close(fig)

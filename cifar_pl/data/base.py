@@ -4,6 +4,7 @@ batch at a time, augmented and normalised on the training device."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,9 +12,19 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .tensor_dataset import EpochShuffleSampler, TensorImageDataset, collate_batch, normalize_uint8
+from ..checks import check_choice, check_number, check_size_or_fraction, choices
+from ..errors import BadValue
+from .tensor_dataset import (
+    EpochProgress,
+    EpochShuffleSampler,
+    ResumableLoader,
+    TensorImageDataset,
+    collate_batch,
+    normalize_uint8,
+)
 from .transforms import Augmentation
 
+Stats = Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception"]
 # Per-channel mean and std of images in [0, 1], by the name a config can give as ``stats``.
 STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -21,6 +32,23 @@ STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] 
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Xception, Inception: inputs scaled to [-1, 1]
 }
+assert set(choices(Stats)) == {"default", "dataset", *STATS}
+
+
+def resolve_stats(
+    stats: str, mean: Sequence[float] | None, std: Sequence[float] | None, default_stats: str
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The normalisation a DataModule's arguments ask for: explicit ``mean``/``std``, else the named ``stats``
+    (``default``: the DataModule's own); None for ``dataset`` (the training split's own statistics)."""
+    check_choice("stats", stats, Stats)
+    if (mean is None) != (std is None):
+        raise BadValue("give both mean and std, or neither (then `stats` decides)")
+    if mean is not None:
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise BadValue(f"mean and std need 3 values each (std > 0); got mean={mean}, std={std}")
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    name = default_stats if stats == "default" else stats
+    return STATS.get(name)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -45,15 +73,27 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     in ``on_after_batch_transfer``, by ``mean``/``std`` if given, else by the named ``stats`` (``dataset``:
     the training split's own per-channel statistics, computed once and kept in the checkpoint).
 
-    ``augment`` (training data only): a preset name (``none``, ``standard``, ``color_rotate_flip``,
-    ``shift_gray``, ``autoaugment_cutout``) or a list of steps (see ``cifar_pl.data.transforms``).
-    ``augment_on_device``: ``auto`` runs a pipeline of crop/flip/shift/grayscale/cutout batched on the training
-    device and anything else per image in the loader; ``false`` forces per-image; ``true`` insists on batched.
-    ``num_workers``: None picks 0 when no per-image augmentation runs (a batch is one tensor index, workers
-    would only add copies) and up to 8 loader processes otherwise.
+    Args:
+        data_dir: where the data is.
+        val_size: validation share of the training data: a fraction in (0, 1) or a count of images.
+        split_seed: seed of the train/validation split.
+        batch_size: training batch size (per device).
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        num_workers: loader processes; None picks 0 when no per-image augmentation runs (a batch is one tensor
+            index, workers would only add copies) and up to 8 otherwise.
+        pin_memory: pin batches in page-locked memory when a GPU is used.
+        stats: named normalisation (``default``: the DataModule's own; ``dataset``: computed from the training
+            split).
+        mean, std: explicit normalisation (both or neither), in [0, 1] units.
+        augment: training augmentation, a preset name (``none``, ``standard``, ``color_rotate_flip``,
+            ``shift_gray``, ``autoaugment_cutout``) or a list of steps (see ``cifar_pl.data.transforms``).
+        augment_on_device: ``auto`` runs a pipeline of crop/flip/shift/grayscale/cutout batched on the training
+            device and anything else per image in the loader; ``false`` forces per-image; ``true`` insists on
+            batched.
     """
 
     default_stats: str = "dataset"
+    image_size: int = 32  # side of the square images handed out; a subclass may set it before __init__
 
     def __init__(
         self,
@@ -64,14 +104,24 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool = True,
-        stats: Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception"] = "default",
+        stats: Stats = "default",
         mean: list[float] | None = None,
         std: list[float] | None = None,
         augment: str | list[dict[str, Any]] | None = "none",
         augment_on_device: bool | Literal["auto"] = "auto",
     ):
         super().__init__()
-        self.augmentation = Augmentation.from_config(augment, augment_on_device)  # bad names fail here
+        self.save_hyperparameters()  # also collects a subclass's own arguments
+        check_number("batch_size", batch_size, 1, integer=True)
+        if eval_batch_size is not None:
+            check_number("eval_batch_size", eval_batch_size, 1, integer=True)
+        if num_workers is not None:
+            check_number("num_workers", num_workers, 0, integer=True)
+        check_number("split_seed", split_seed, integer=True)
+        check_size_or_fraction("val_size", val_size)
+        self.augmentation = Augmentation.from_config(
+            augment, augment_on_device, self.image_size
+        )  # bad values fail here
         self._batch_augment = self.augmentation.on_batch()
         self._per_image = self.augmentation.per_image()
         self._mixing = None  # built in setup, once num_classes is certain
@@ -87,16 +137,12 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         )
         self.pin_memory = pin_memory
         self.stats = self.default_stats if stats == "default" else stats
-        if self.stats != "dataset" and self.stats not in STATS:
-            raise ValueError(f"Unknown stats '{stats}'; choose one of default, dataset, {', '.join(STATS)}")
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither (then `stats` decides)")
-        if mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0):
-            raise ValueError(f"mean and std need 3 values each (std > 0); got mean={mean}, std={std}")
-        given = (tuple(mean), tuple(std)) if mean is not None else STATS.get(self.stats)
+        given = resolve_stats(stats, mean, std, self.default_stats)
         self._mean_t, self._std_t = (
             (torch.tensor(given[0]), torch.tensor(given[1])) if given else (None, None)
         )
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._progress = EpochProgress()
         self.train_set: TensorImageDataset | None = None
         self.val_set: TensorImageDataset | None = None
         self.test_set: TensorImageDataset | None = None
@@ -146,11 +192,12 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         # The normalisation a model was trained with travels in its checkpoint.
         mean, std = self._stats()
-        return {"mean": mean.tolist(), "std": std.tolist()}
+        return {"mean": mean.tolist(), "std": std.tolist(), "image_size": self.image_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "mean" in state_dict and "std" in state_dict:
             self._mean_t, self._std_t = torch.tensor(state_dict["mean"]), torch.tensor(state_dict["std"])
+            self._on_device.clear()
 
     # ---- loaders ----
     def _loader(self, dataset: TensorImageDataset | None, train: bool) -> DataLoader:
@@ -159,17 +206,19 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         # Training order from (seed, epoch) alone, and a generator of the loader's own for its worker seeds: the
         # global generator (dropout, augmentation) is never touched by the loaders, so a resumed run repeats.
         seed = torch.initial_seed() % 2**31
-        sampler = EpochShuffleSampler(len(dataset), seed) if train else None
-        return DataLoader(
-            dataset,
+        common = dict(
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
             generator=torch.Generator().manual_seed(seed),
         )
+        if not train:
+            return DataLoader(dataset, **common)
+        self._progress = EpochProgress()
+        return ResumableLoader(dataset, sampler=EpochShuffleSampler(len(dataset), seed), progress=self._progress,
+                               **common)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -185,11 +234,11 @@ class InMemoryImageDataModule(pl.LightningDataModule):
 
     # ---- on the device ----
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> the float, standardised tensors the net expects."""
-        mean, std = self._stats()
-        if mean.device != x.device:
-            self._mean_t, self._std_t = mean, std = mean.to(x.device), std.to(x.device)
-        return normalize_uint8(x, mean, std)
+        """uint8 images -> the float, standardised tensors the net expects, on ``x``'s device."""
+        if x.device not in self._on_device:  # a few bytes per device; never moved back and forth per batch
+            mean, std = self._stats()
+            self._on_device[x.device] = (mean.to(x.device), std.to(x.device))
+        return normalize_uint8(x, *self._on_device[x.device])
 
     def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
         """The batched training augmentation of a uint8 batch (identity when the pipeline runs per image)."""
@@ -212,6 +261,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         if x.dtype != torch.uint8:
             return batch
         training = self.trainer is not None and self.trainer.training
+        if training:  # the place in the epoch that a checkpoint written after this step records
+            self._progress.advance(getattr(self.trainer, "current_epoch", 0))
         x = self.normalize(self.augment_batch(x) if training else x)
         if training and self._mixing is not None:
             x, y = self._mixing(x, rest[0])

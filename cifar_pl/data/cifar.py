@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
+from ..checks import check_choice, check_number
+from ..errors import BadFile, MissingFile
+from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
-from .corrupt import CORRUPTIONS, Corruption, apply_corruption, pixel_permutation
+from .corrupt import Corruption, apply_corruption, pixel_permutation
 from .tensor_dataset import TensorImageDataset, seeded_split
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -52,8 +55,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch file -> (N x 3 x 32 x 32 uint8, N int64), for any row count N.
+def read_cifar_batch(
+    path: Path, label_key: str, num_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch file -> (N x 3 x 32 x 32 uint8, N int64), for any row count N; with ``num_classes``, every
+    label must be one of them (a wrong label would otherwise fail deep inside the loss, naming no file).
 
     Cut-down copies keep every label but only the first N pixel rows, so labels are cut to the rows.
     """
@@ -62,23 +68,39 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Te
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(
+        raise BadFile(
             f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e}); {hint}"
         ) from None
     if not isinstance(d, dict) or b"data" not in d or label_key.encode() not in d:
         keys = (
             sorted(k.decode() if isinstance(k, bytes) else str(k) for k in d) if isinstance(d, dict) else []
         )
-        raise ValueError(f"{path} lacks the CIFAR keys 'data' and '{label_key}' (found {keys}); {hint}")
+        raise BadFile(f"{path} lacks the CIFAR keys 'data' and '{label_key}' (found {keys}); {hint}")
     data = np.asarray(d[b"data"])
-    labels = np.asarray(d[label_key.encode()], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) < len(data):
-        raise ValueError(
+    try:
+        labels = np.asarray(d[label_key.encode()], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise BadFile(f"{path}: '{label_key}' is not a list of whole numbers; {hint}") from None
+    if (
+        data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+        or labels.ndim != 1
+        or len(labels) < len(data)
+    ):
+        raise BadFile(
             f"{path}: 'data' is {data.dtype} {data.shape} with {len(labels)} labels; expected uint8 N x 3072 "
             f"with at least N labels; {hint}"
         )
+    labels = labels[: len(data)]
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        row = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+        raise BadFile(
+            f"{path}: '{label_key}' of row {row} is {labels[row]}, outside 0..{num_classes - 1} "
+            f"({num_classes} classes); {hint}"
+        )
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return images, torch.from_numpy(labels[: len(data)].copy())
+    return images, torch.from_numpy(labels.copy())
 
 
 class CIFARDataModule(InMemoryImageDataModule):
@@ -107,36 +129,22 @@ class CIFARDataModule(InMemoryImageDataModule):
     def __init__(
         self,
         data_dir: str = "data",
+        *,
         download: bool = False,
-        val_size: float | int = 0.1,
-        split_seed: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool = True,
-        stats: Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception"] = "default",
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        augment: str | list[dict[str, Any]] | None = "none",
-        augment_on_device: bool | Literal["auto"] = "auto",
         train_size: int | None = None,
         corrupt: Corruption = "none",
         corrupt_prob: float = 1.0,
         corrupt_seed: int = 0,
         corrupt_val: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            data_dir, val_size, split_seed, batch_size, eval_batch_size, num_workers, pin_memory,
-            stats, mean, std, augment, augment_on_device,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(data_dir=data_dir, **kwargs)
         self.download = download
-        if corrupt not in CORRUPTIONS:
-            raise ValueError(f"Unknown corruption '{corrupt}'; choose one of {', '.join(CORRUPTIONS)}")
-        if not 0 <= corrupt_prob <= 1:
-            raise ValueError(f"corrupt_prob must be in [0, 1], got {corrupt_prob}")
-        if train_size is not None and train_size < 1:
-            raise ValueError(f"train_size must be positive (or null for all), got {train_size}")
+        check_choice("corrupt", corrupt, Corruption)
+        check_number("corrupt_prob", corrupt_prob, 0, 1)
+        check_number("corrupt_seed", corrupt_seed, integer=True)
+        if train_size is not None:
+            check_number("train_size", train_size, 1, integer=True, hint="or null for all training images")
         self.train_size = train_size
         self.corrupt, self.corrupt_prob, self.corrupt_seed, self.corrupt_val = (
             corrupt, corrupt_prob, corrupt_seed, corrupt_val,
@@ -166,7 +174,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         if not missing:
             return
         if not self.download:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"data_dir '{self.data_dir}' holds no complete {self.folder}/ (missing: {', '.join(missing)}); "
                 f"pass --data.data_dir with the folder that contains {self.folder}/, "
                 f"or --data.download true to fetch it (needs internet)"
@@ -184,7 +192,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         if self._missing():
             self.prepare_data()  # raises the helpful error (prepare_data is not called outside a Trainer)
         root = self._root()
-        parts = [read_cifar_batch(root / f, self.label_key) for f in files]
+        parts = [read_cifar_batch(root / f, self.label_key, self.num_classes) for f in files]
         return TensorImageDataset(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
@@ -215,6 +223,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         return TensorImageDataset(images, labels)
 
 
+@register_datamodule
 class CIFAR10DataModule(CIFARDataModule):
     """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (any number of rows per batch file)."""
 
@@ -237,6 +246,7 @@ class CIFAR10DataModule(CIFARDataModule):
         CIFAR10(str(self.data_dir), train=True, download=True)
 
 
+@register_datamodule
 class CIFAR100DataModule(CIFARDataModule):
     """CIFAR-100 from ``data_dir/cifar-100-python``, with the 100 fine or the 20 coarse labels."""
 
@@ -245,9 +255,9 @@ class CIFAR100DataModule(CIFARDataModule):
     test_files = ("test",)
     default_stats = "cifar100"
 
-    def __init__(self, *args, label_type: Literal["fine", "coarse"] = "fine", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.label_type = label_type
+    def __init__(self, data_dir: str = "data", *, label_type: Literal["fine", "coarse"] = "fine", **kwargs):
+        self.label_type = check_choice("label_type", label_type, ("fine", "coarse"))  # classes depend on it
+        super().__init__(data_dir, **kwargs)
 
     @property
     def classes(self) -> list[str]:

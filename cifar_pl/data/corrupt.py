@@ -8,15 +8,16 @@ from typing import Literal
 
 import torch
 
+from ..checks import check_choice, check_number, choices
+
 Corruption = Literal["none", "labels", "shuffled_pixels", "random_pixels", "gaussian"]
-CORRUPTIONS = ("none", "labels", "shuffled_pixels", "random_pixels", "gaussian")
+CORRUPTIONS = choices(Corruption)
 
 
 def corrupt_labels(labels: torch.Tensor, p: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
     """Each label replaced, with probability ``p``, by a class drawn uniformly from all ``num_classes`` (so about
     ``p * (K - 1) / K`` of them change)."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"corrupt_prob must be in [0, 1], got {p}")
+    check_number("corrupt_prob", p, 0, 1)
     replace = torch.rand(len(labels), generator=gen) < p
     drawn = torch.randint(0, num_classes, (len(labels),), generator=gen)
     return torch.where(replace, drawn, labels)
@@ -79,4 +80,5 @@ def apply_corruption(
         return random_pixels(images, gen), labels
     if kind == "gaussian":
         return gaussian_images(images, gen), labels
-    raise ValueError(f"Unknown corruption '{kind}'; choose one of {', '.join(CORRUPTIONS)}")
+    check_choice("corrupt", kind, Corruption)
+    raise AssertionError(kind)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..checks import check_size_or_fraction
+from ..errors import BadValue
 
 
 class TensorImageDataset(Dataset):
@@ -56,11 +60,17 @@ def collate_batch(batch):
     return batch
 
 
+def _n_val(n: int, val_size: int | float) -> int:
+    size = check_size_or_fraction("val_size", val_size, total=n)
+    return round(size * n) if isinstance(size, float) else size
+
+
 def seeded_split(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a train/val split of ``n`` rows: ``val_size`` as a count or a fraction, same for a seed."""
-    n_val = round(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
-    if not 0 <= n_val < n:
-        raise ValueError(f"val_size={val_size} leaves no training rows out of {n}; use a smaller val_size")
+    n_val = _n_val(n, val_size)
+    if not 0 < n_val < n:
+        raise BadValue(f"val_size={val_size} leaves {n - n_val} training and {n_val} validation rows out of {n}; "
+                       f"choose a val_size that leaves both sides non-empty")  # fmt: skip
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -78,9 +88,8 @@ def stratified_split(
     spread over the classes in proportion to their sizes), so small classes are never left out of either side.
     """
     n = len(labels)
-    frac = val_size if isinstance(val_size, float) and val_size < 1 else int(val_size) / max(1, n)
-    if not 0 <= frac < 1:
-        raise ValueError(f"val_size={val_size} leaves no training rows out of {n}; use a smaller val_size")
+    size = check_size_or_fraction("val_size", val_size, total=n)
+    frac = size if isinstance(size, float) else size / max(1, n)
     gen = torch.Generator().manual_seed(seed)
     train, val = [], []
     for c in labels.unique(sorted=True):
@@ -94,17 +103,60 @@ def stratified_split(
 
 class EpochShuffleSampler(Sampler[int]):
     """A random order of ``n`` rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``),
-    so a run resumed at epoch E sees exactly the batches an uninterrupted run would."""
+    so a run resumed at epoch E sees exactly the batches an uninterrupted run would. ``resume(epoch, skip)``
+    makes the next pass over that epoch start after its first ``skip`` rows (a run stopped mid-epoch)."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, skip: int) -> None:
+        self._resume = (epoch, skip)
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] :]
+        self._resume = None
+        return iter(order.tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+@dataclass
+class EpochProgress:
+    """How many training batches of which epoch have gone through training (counted where a batch reaches the
+    device, so batches a loader has prefetched but training has not used do not count)."""
+
+    epoch: int = -1
+    batches: int = 0
+
+    def advance(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, 0
+        self.batches += 1
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, with its place in the epoch as state: Lightning saves ``state_dict()`` of a
+    training loader that has one in every checkpoint and gives it back on resume, so a run stopped mid-epoch
+    (SIGTERM, or a checkpoint every N steps) continues with exactly the batches it had not seen."""
+
+    def __init__(self, *args, progress: EpochProgress | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = progress if progress is not None else EpochProgress()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.progress.epoch, "batches": self.progress.batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state.get("epoch", -1)), int(state.get("batches", 0))
+        if epoch < 0 or not isinstance(self.sampler, EpochShuffleSampler):
+            return  # nothing trained yet, or a sampler Lightning replaced (DDP): the epoch restarts
+        self.progress.epoch, self.progress.batches = epoch, batches
+        self.sampler.resume(epoch, batches * (self.batch_size or 1))

@@ -14,15 +14,19 @@ batched. Batch steps (``mixup``, ``cutmix``) mix normalised training batches and
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from ..checks import check_choice, check_number
+from ..errors import BadValue
 
 PRESETS: dict[str, list[dict[str, Any]]] = {
     "none": [],
@@ -49,16 +53,40 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 # ---- batched uint8 implementations ------------------------------------------------------------------
 
 
-def batch_crop(x: torch.Tensor, padding: int, padding_mode: str = "reflect", fill: int = 0) -> torch.Tensor:
+PaddingMode = Literal["reflect", "constant", "edge", "symmetric"]
+
+
+def _pad_index(n: int, padding: int, mode: str) -> torch.Tensor:
+    """Source index of each of the ``n + 2 * padding`` padded positions along one axis."""
+    i = torch.arange(-padding, n + padding)
+    if mode == "edge":
+        return i.clamp(0, n - 1)
+    if mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ...
+        return (n - 1) - ((n - 1) - i.abs()).abs()
+    return torch.where(i < 0, -i - 1, torch.where(i >= n, 2 * n - 1 - i, i))  # symmetric: ... 1 0 | 0 1 ...
+
+
+def _pad(x: torch.Tensor, padding: int, padding_mode: str, fill: int) -> torch.Tensor:
+    """Pad the last two dims by ``padding`` on every side, with torchvision's RandomCrop mode names. The
+    non-constant modes are one gather of precomputed indices: any dtype (uint8 here) on any device."""
+    if padding_mode == "constant":
+        return F.pad(x, (padding,) * 4, value=fill)
+    h, w = x.shape[-2:]
+    rows = _pad_index(h, padding, padding_mode).to(x.device)
+    cols = _pad_index(w, padding, padding_mode).to(x.device)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+def batch_crop(
+    x: torch.Tensor, padding: int, padding_mode: PaddingMode = "reflect", fill: int = 0
+) -> torch.Tensor:
     """Random crop of every image of an N x C x H x W batch from its padded version; each of the
     (2p+1)^2 offsets is equally likely, drawn independently per image."""
     n, c, h, w = x.shape
     if padding <= 0:
         return x
-    if padding_mode not in ("reflect", "constant"):
-        raise ValueError(f"padding_mode must be 'reflect' or 'constant', got '{padding_mode}'")
-    pad = (padding,) * 4
-    xp = F.pad(x, pad, mode="reflect") if padding_mode == "reflect" else F.pad(x, pad, value=fill)
+    check_choice("padding_mode", padding_mode, PaddingMode)
+    xp = _pad(x, padding, padding_mode, fill)
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
     # Every h x w window of the padded images as a view (N, C, 2p+1, 2p+1, h, w); one indexed read picks
@@ -131,9 +159,9 @@ def _shift_pixels(fraction: float | Sequence[float], size: tuple[int, int]) -> t
 
 def _batched_shift(fraction=0.1, fill=0):
     def apply(x: torch.Tensor) -> torch.Tensor:
-        py, px = _shift_pixels(fraction, x.shape[-2:])
-        if py != px:
-            raise ValueError("the batched shift needs the same pixel shift on both axes")
+        py, _ = _shift_pixels(
+            fraction, x.shape[-2:]
+        )  # equal on both axes: `_batchable` sends the rest per image
         return batch_crop(x, py, "constant", fill)
 
     return apply
@@ -146,8 +174,9 @@ def _image_shift(fraction=0.1, fill=0):
 
 STEPS: dict[str, Step] = {
     "random_crop": Step(
-        image=lambda size=None, padding=4, padding_mode="reflect", fill=0: v2.RandomCrop(
-            size or 32, padding=padding, padding_mode=padding_mode, fill=fill),
+        # `side` is the DataModule's image size, passed in by the pipeline (not a YAML parameter)
+        image=lambda size=None, padding=4, padding_mode="reflect", fill=0, side=32: v2.RandomCrop(
+            size or side, padding=padding, padding_mode=padding_mode, fill=fill),
         batched=lambda size=None, padding=4, padding_mode="reflect", fill=0: (
             lambda x: batch_crop(x, padding, padding_mode, fill)),
     ),
@@ -178,38 +207,130 @@ def _range(v):
 
 def _policy(name: str) -> v2.AutoAugmentPolicy:
     policies = {p.value: p for p in v2.AutoAugmentPolicy}
-    if name not in policies:
-        raise ValueError(f"Unknown AutoAugment policy '{name}'; choose one of {', '.join(policies)}")
+    check_choice("autoaugment policy", name, tuple(policies))
     return policies[name]
 
 
-def resolve(augment: str | Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """A preset name or a list of steps -> the list of steps, each checked against the registry."""
+def _check_params(name: str, params: dict[str, Any], side: int) -> None:
+    """Each parameter of a step in its range for images of ``side`` pixels, named in the message: a bad value
+    fails when the DataModule is built, not at the first batch (or never, training on blank images)."""
+    where = f"augment step '{name}'"
+
+    def num(key, lo=None, hi=None, *, integer=False, lo_open=False, hint=""):
+        if key in params:
+            check_number(f"{where}: {key}", params[key], lo, hi, integer=integer, lo_open=lo_open, hint=hint)
+
+    def num_or_pair(key, lo, hi, pair_lo=None):
+        value = params.get(key)
+        if isinstance(value, (list, tuple)):
+            a, b = (
+                (value + [None, None])[:2] if isinstance(value, list) else (tuple(value) + (None, None))[:2]
+            )
+            if len(value) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            ):
+                raise BadValue(f"{where}: {key} must be a number or a [low, high] pair, got {value!r}")
+            check_number(f"{where}: {key}[0]", a, pair_lo if pair_lo is not None else lo, hi)
+            check_number(f"{where}: {key}[1]", b, a, hi, hint="the pair is [low, high]")
+        else:
+            num(key, lo, hi)
+
+    num("fill", 0, 255, integer=True)
+    if name == "random_crop":
+        num("padding", 0, side // 2, integer=True,
+            hint=f"a {side}-px image takes at most {side // 2} (4 is the CIFAR recipe)")  # fmt: skip
+        if "padding_mode" in params:
+            check_choice(f"{where}: padding_mode", params["padding_mode"], PaddingMode)
+        num("size", 1, side + 2 * params.get("padding", 4), integer=True)
+    elif name in ("hflip", "vflip", "grayscale"):
+        num("p", 0, 1)
+    elif name == "shift":
+        num_or_pair("fraction", 0, 0.5)
+        if isinstance(params.get("fraction"), (list, tuple)):  # [x, y], not a range
+            check_number(f"{where}: fraction[0]", params["fraction"][0], 0, 0.5)
+    elif name == "cutout":
+        num("size", 1, side - 1, integer=True,
+            hint=f"a square as large as the image blanks it; DeVries & Taylor use half the side ({side // 2} px)")  # fmt: skip
+        count = params.get("count", 1)
+        if isinstance(count, (list, tuple)):
+            num_or_pair("count", 0, 64)
+            if count[1] < 1:
+                raise BadValue(f"{where}: count [low, high] needs high >= 1, got {count}")
+        else:
+            num("count", 1, 64, integer=True)
+    elif name == "rotation":
+        num_or_pair("degrees", 0, 180, pair_lo=-180)
+    elif name == "color_jitter":
+        for key in ("brightness", "contrast", "saturation"):
+            num_or_pair(key, 0, None)
+        num_or_pair("hue", 0, 0.5, pair_lo=-0.5)
+    elif name == "autoaugment":
+        _policy(params.get("policy", "cifar10"))
+    elif name == "randaugment":
+        num("num_ops", 0, 14, integer=True)
+        num("magnitude", 0, 30, integer=True)
+    elif name == "random_erasing":
+        num("p", 0, 1)
+        num_or_pair("scale", 0, 1)
+        num_or_pair("ratio", 0, None)
+        num("value", 0, 255)
+    elif name in ("mixup", "cutmix"):
+        num("alpha", 0, None, lo_open=True)
+
+
+def _factory_params(name: str) -> set[str]:
+    step = STEPS[name]
+    params: set[str] = set()
+    for factory in (step.image, step.batched, step.batch_level):
+        if factory is not None:
+            params |= set(inspect.signature(factory).parameters)
+    return params - {"side", "num_classes"}  # given by the pipeline, not by YAML
+
+
+def resolve(augment: str | Sequence[dict[str, Any]] | None, image_size: int = 32) -> list[dict[str, Any]]:
+    """A preset name or a list of steps -> the list of steps, each checked against the registry and its
+    parameters against their ranges for images of ``image_size`` pixels."""
     if augment is None:
         return []
     if isinstance(augment, str):
-        if augment not in PRESETS:
-            raise ValueError(f"Unknown augmentation preset '{augment}'; presets: {', '.join(PRESETS)}")
+        check_choice("augment preset", augment, tuple(PRESETS), hint="or give a list of steps")
         augment = PRESETS[augment]
     steps = []
     for step in augment:
+        if not isinstance(step, dict):
+            raise BadValue(f"augment: each step is a mapping such as {{name: hflip}}, got {step!r}")
         step = dict(step)
         name = step.get("name")
         if name not in STEPS:
             close = difflib.get_close_matches(str(name), STEPS, n=2)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"Unknown augmentation '{name}'.{hint} Valid names: {', '.join(STEPS)}")
+            raise BadValue(f"Unknown augmentation '{name}'.{hint} Valid names: {', '.join(STEPS)}")
+        params = {k: v for k, v in step.items() if k != "name"}
+        unknown = sorted(set(params) - _factory_params(name))
+        if unknown:
+            raise BadValue(
+                f"augment step '{name}' has no parameter {', '.join(unknown)}; its parameters: "
+                f"{', '.join(sorted(_factory_params(name))) or 'none'}"
+            )
+        _check_params(name, params, image_size)
         steps.append(step)
     return steps
 
 
+def _batchable(step: dict[str, Any]) -> bool:
+    if STEPS[step["name"]].batched is None:
+        return False
+    fraction = step.get("fraction")  # the batched shift moves both axes by the same number of pixels
+    return not (
+        step["name"] == "shift" and isinstance(fraction, (list, tuple)) and fraction[0] != fraction[1]
+    )
+
+
 def _build(step: dict[str, Any], kind: str, **extra):
-    params = {k: v for k, v in step.items() if k != "name"}
     factory = getattr(STEPS[step["name"]], kind)
-    try:
-        return factory(**params, **extra)
-    except TypeError as e:
-        raise ValueError(f"augmentation '{step['name']}' got bad parameters {params}: {e}") from None
+    params = {k: v for k, v in step.items() if k != "name"}
+    accepted = inspect.signature(factory).parameters
+    return factory(**params, **{k: v for k, v in extra.items() if k in accepted})
 
 
 @dataclass
@@ -219,36 +340,36 @@ class Augmentation:
     image_steps: list[dict[str, Any]]
     batch_steps: list[dict[str, Any]]
     batched: bool
+    image_size: int = 32
 
     @classmethod
-    def from_config(cls, augment, on_device: str | bool = "auto") -> Augmentation:
-        steps = resolve(augment)
+    def from_config(cls, augment, on_device: str | bool = "auto", image_size: int = 32) -> Augmentation:
+        if on_device not in (True, False, "auto"):
+            raise BadValue(f"augment_on_device must be true, false or auto, got {on_device!r}")
+        steps = resolve(augment, image_size)
         image_steps = [s for s in steps if STEPS[s["name"]].batch_level is None]
         batch_steps = [s for s in steps if STEPS[s["name"]].batch_level is not None]
-        can_batch = all(STEPS[s["name"]].batched is not None for s in image_steps)
+        can_batch = all(_batchable(s) for s in image_steps)
         if on_device is True and not can_batch:
-            slow = [s["name"] for s in image_steps if STEPS[s["name"]].batched is None]
-            raise ValueError(
+            slow = [s["name"] for s in image_steps if not _batchable(s)]
+            raise BadValue(
                 f"augment_on_device: true, but {', '.join(slow)} has no batched version; "
                 f"use augment_on_device: auto (per-image in the loader) or drop it"
             )
-        if on_device not in (True, False, "auto"):
-            raise ValueError(f"augment_on_device must be true, false or auto, got {on_device!r}")
-        return cls(
-            image_steps, batch_steps, batched=bool(image_steps) and can_batch and on_device is not False
-        )
+        batched = bool(image_steps) and can_batch and on_device is not False
+        return cls(image_steps, batch_steps, batched, image_size)
 
     def per_image(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The per-image transform for the loader (None when the batched path or nothing runs)."""
         if self.batched or not self.image_steps:
             return None
-        return v2.Compose([_build(s, "image") for s in self.image_steps])
+        return v2.Compose([_build(s, "image", side=self.image_size) for s in self.image_steps])
 
     def on_batch(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The batched uint8 transform for the device (None unless the pipeline runs batched)."""
         if not self.batched:
             return None
-        fns = [_build(s, "batched") for s in self.image_steps]
+        fns = [_build(s, "batched", side=self.image_size) for s in self.image_steps]
 
         def apply(x: torch.Tensor) -> torch.Tensor:
             for fn in fns:

@@ -12,12 +12,16 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from ..models import create_model, load_weights, split_parameters
-from .schedule import LRMultiplier
+from ..checks import check_choice, check_class_names, check_number
+from ..errors import BadValue, TrainingDiverged
+from ..models import create_model, get_cfg, load_weights, split_parameters
+from .schedule import LRMultiplier, PlannedLR, Scheduler, WarmupMode, milestone_factors
 
 STAGES = ("train", "val", "test")
+Optimizer = Literal["sgd", "adam", "adamw"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class ImageClassifier(pl.LightningModule):
@@ -37,11 +41,18 @@ class ImageClassifier(pl.LightningModule):
         body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
             pretrained body gently while a new head learns fast). Frozen parameters (``FreezeBackbone``) stay
             in the optimiser without gradients, so unfreezing later needs no new parameter group.
-        scheduler: ``constant``, ``multistep``, ``cosine`` or ``onecycle`` (torch's OneCycleLR, per step).
-        interval: step the schedule every optimiser ``step`` or every ``epoch``.
-        warmup_epochs: linear warmup length in epochs (fractions allowed); for onecycle, its rising part.
-        milestones: epochs at which ``multistep`` multiplies the LR by ``gamma``.
+        scheduler: ``constant``, ``multistep``, ``cosine`` or ``onecycle`` (torch's OneCycleLR curve).
+        interval: ``step``: cosine/multistep move every optimiser step; ``epoch``: only at epoch starts. Warmup
+            always rises per step, and one-cycle is always per step.
+        warmup_epochs: warmup length in epochs (fractions allowed); for onecycle, its rising part.
+        warmup_mode: ``linear`` (from ``warmup_factor`` to 1) or ``constant`` (``warmup_factor`` throughout, as
+            He et al. warm ResNet-110 up at 0.01 before 0.1).
+        warmup_factor: see ``warmup_mode``.
+        milestones: epochs (counted from the stage's first epoch) at which ``multistep`` multiplies the LR by
+            ``gamma``: one factor, or a list with one factor per milestone.
         min_lr: where ``cosine`` ends.
+        cycle_momentum: one-cycle only: [low, high] momentum (Adam: beta1) cycled against the LR, high at both
+            ends (torch's OneCycleLR uses [0.85, 0.95]); null keeps ``momentum`` fixed.
         label_smoothing: of the cross-entropy loss.
         init_from: start the net from this weights file (our checkpoint or a plain state dict).
         init_strict: with ``init_from``, require every name and shape to fit; if false, load what fits
@@ -58,7 +69,7 @@ class ImageClassifier(pl.LightningModule):
         net_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         class_names: list[str] | None = None,
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        optimizer: Optimizer = "sgd",
         lr: float = 0.05,
         momentum: float = 0.9,
         nesterov: bool = False,
@@ -66,30 +77,35 @@ class ImageClassifier(pl.LightningModule):
         weight_decay: float = 5e-4,
         no_decay_bn_bias: bool = False,
         body_lr_factor: float = 1.0,
-        scheduler: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine",
+        scheduler: Scheduler = "cosine",
         interval: Literal["step", "epoch"] = "step",
         warmup_epochs: float = 0.0,
+        warmup_mode: WarmupMode = "linear",
+        warmup_factor: float = 0.0,
         milestones: list[int] | None = None,
-        gamma: float = 0.1,
+        gamma: float | list[float] = 0.1,
         min_lr: float = 0.0,
+        cycle_momentum: tuple[float, float] | None = None,
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         init_strict: bool = True,
         channels_last: bool = False,
         compile: bool = False,
-        compile_mode: str | None = None,
+        compile_mode: CompileMode | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+        self._check_arguments()
         self.net = create_model(net, num_classes=num_classes, **(net_kwargs or {}))
         self.class_names = list(class_names) if class_names is not None else None
         self._weights_loaded = init_from is None
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._compiled = False
-        size = getattr(self.net, "fixed_input_size", None) or (32, 32)
-        self.example_input_array = torch.zeros(2, 3, *size)  # lets the model summary show shapes
+        # Where this run's stage began (a new stage from `fit --ckpt_path` continues the counters of its parent);
+        # the schedule's horizon counts from here. Saved in every checkpoint.
+        self.stage: dict[str, Any] = {"start_epoch": 0, "start_step": 0, "parent": None}
+        side = getattr(self.net, "fixed_input_size", None) or (get_cfg(net, net_kwargs).input_size,) * 2
+        self.example_input_array = torch.zeros(2, 3, *side)  # lets the model summary show shapes
 
         top_k = min(5, num_classes)
         # One metric set and one loss mean per stage ("train" cannot be a ModuleDict key: it is a method).
@@ -100,7 +116,57 @@ class ImageClassifier(pl.LightningModule):
                 prefix=f"{stage}/",
             ))  # fmt: skip
             setattr(self, f"{stage}_loss", MeanMetric())
+        # Accumulated in test_step; computed (a collective under DDP) at the end of the test epoch for the report.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion_matrix: torch.Tensor | None = None
         self._epoch_start: float | None = None
+
+    def _check_arguments(self) -> None:
+        """Every argument in its range, named, at construction (not at the first step)."""
+        hp = self.hparams
+        check_number("model.num_classes", hp.num_classes, 2, integer=True)
+        if hp.class_names is not None:
+            check_class_names("model.class_names", hp.class_names)
+            if len(hp.class_names) != hp.num_classes:
+                raise BadValue(f"{len(hp.class_names)} class_names for num_classes={hp.num_classes}")
+        check_choice("model.optimizer", hp.optimizer, Optimizer)
+        check_choice("model.scheduler", hp.scheduler, Scheduler)
+        check_choice("model.interval", hp.interval, ("step", "epoch"))
+        check_choice("model.warmup_mode", hp.warmup_mode, WarmupMode)
+        if hp.compile_mode is not None:
+            check_choice("model.compile_mode", hp.compile_mode, CompileMode)
+        check_number("model.lr", hp.lr, 0, None)
+        check_number("model.momentum", hp.momentum, 0, 1, hi_open=True)
+        for i, b in enumerate(hp.betas):
+            check_number(f"model.betas[{i}]", b, 0, 1, hi_open=True)
+        check_number("model.weight_decay", hp.weight_decay, 0, 1)
+        check_number("model.body_lr_factor", hp.body_lr_factor, 0, None)
+        check_number("model.warmup_epochs", hp.warmup_epochs, 0, None)
+        check_number("model.warmup_factor", hp.warmup_factor, 0, 1, lo_open=hp.warmup_mode == "constant")
+        check_number("model.min_lr", hp.min_lr, 0, max(hp.lr, 0))
+        check_number("model.label_smoothing", hp.label_smoothing, 0, 1, hi_open=True)
+        milestones = list(hp.milestones or [])
+        for m in milestones:
+            check_number("model.milestones", m, 1, integer=True)
+        if milestones != sorted(set(milestones)):
+            raise BadValue(f"model.milestones must rise, each once: got {milestones}")
+        gammas = hp.gamma if isinstance(hp.gamma, (list, tuple)) else [hp.gamma]
+        for g in gammas:
+            check_number("model.gamma", g, 0, None, lo_open=True)
+        if isinstance(hp.gamma, (list, tuple)) and len(hp.gamma) != len(milestones):
+            raise BadValue(
+                f"model.gamma lists {len(hp.gamma)} factors for {len(milestones)} milestones; give one per milestone"
+            )
+        if hp.scheduler == "multistep" and not milestones:
+            raise BadValue("model.scheduler multistep needs model.milestones (epochs at which the LR drops)")
+        if hp.cycle_momentum is not None:
+            low, high = hp.cycle_momentum
+            check_number("model.cycle_momentum[0]", low, 0, 1, hi_open=True)
+            check_number("model.cycle_momentum[1]", high, low, 1, hi_open=True)
+            if hp.scheduler != "onecycle":  # e.g. a one-cycle config run with --model.scheduler cosine
+                rank_zero_warn(
+                    f"model.cycle_momentum {list(hp.cycle_momentum)} does nothing with scheduler {hp.scheduler}"
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.contiguous(memory_format=self._memory_format))
@@ -127,7 +193,7 @@ class ImageClassifier(pl.LightningModule):
         self._weights_loaded = True
 
     # ---- steps ----
-    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch, stage: str, return_logits: bool = False) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         # Soft (N x C) targets, e.g. from MixUp, go straight into the loss; metrics score their argmax.
@@ -138,13 +204,13 @@ class ImageClassifier(pl.LightningModule):
         mean_loss.update(loss.detach(), weight=len(x))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        return loss
+        return logits if return_logits else loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
         # One device sync per step (the progress bar, when shown, makes the same one to print the loss).
         if not torch.isfinite(loss):
-            raise FloatingPointError(self._non_finite_message(loss, batch_idx))
+            raise TrainingDiverged(self._non_finite_message(loss, batch_idx))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -170,7 +236,13 @@ class ImageClassifier(pl.LightningModule):
         self._shared_step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        x, y = batch
+        logits = self._shared_step(batch, "test", return_logits=True)
+        self.test_confusion.update(logits.detach(), y if y.dim() == 1 else y.argmax(dim=1))
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -219,37 +291,69 @@ class ImageClassifier(pl.LightningModule):
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas))
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         else:
-            raise ValueError(f"Unknown optimizer '{hp.optimizer}'; choose one of sgd, adam, adamw")
+            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        multiplier = self.schedule_plan()
+        momentum = tuple(hp.cycle_momentum) if hp.cycle_momentum is not None else None
+        # Stepped every optimiser step whatever `interval` says: warmup rises per step, and `per_epoch` in the
+        # plan holds the rest of the schedule still within an epoch.
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": PlannedLR(opt, multiplier, momentum), "interval": "step"},
+        }
 
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        batches = self.trainer.num_training_batches
-        accumulate = self.trainer.accumulate_grad_batches
-        steps_per_epoch = max(1, math.ceil(batches / accumulate)) if math.isfinite(batches) else total_steps
+    def schedule_plan(self) -> LRMultiplier:
+        """The LR multiplier for this stage of the run, planned over its horizon: the steps from the stage's
+        first epoch to ``max_epochs`` (or ``max_steps``) with the trainer's current batches per epoch.
+
+        Before the training loader exists (``configure_optimizers`` runs before it is built and before a
+        checkpoint is restored) the plan is provisional, and ``on_train_start`` plans again: asking Lightning for
+        ``estimated_stepping_batches`` here would build the loader early, and a loader built before the restore
+        never gets its place in the epoch back."""
+        hp, trainer = self.hparams, self.trainer
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            return LRMultiplier(kind=hp.scheduler, total_steps=1)  # provisional: no step is taken with it
+        steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        horizons = []
+        if trainer.max_steps is not None and trainer.max_steps != -1:
+            horizons.append(trainer.max_steps - self.stage["start_step"])
+        if trainer.max_epochs is not None and trainer.max_epochs != -1:
+            horizons.append(steps_per_epoch * (trainer.max_epochs - self.stage["start_epoch"]))
+        total = max(1, min(horizons) if horizons else steps_per_epoch)
         warmup = round(hp.warmup_epochs * steps_per_epoch)
-        if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt,
-                max_lr=[g["lr"] for g in groups],
-                total_steps=total_steps,
-                pct_start=min(0.99, warmup / total_steps) if warmup else 0.3,
+        if warmup >= total and hp.warmup_epochs > 0 and not trainer.fast_dev_run:
+            raise BadValue(
+                f"model.warmup_epochs {hp.warmup_epochs} ({warmup} steps) is as long as the run ({total} steps); "
+                f"shorten the warmup or raise trainer.max_epochs"
             )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        if hp.scheduler not in ("constant", "multistep", "cosine"):
-            raise ValueError(
-                f"Unknown scheduler '{hp.scheduler}'; choose one of constant, multistep, cosine, onecycle"
-            )
-        per_step = hp.interval == "step"
-        multiplier = LRMultiplier(
+        milestones = tuple(m * steps_per_epoch for m in (hp.milestones or []))
+        return LRMultiplier(
             kind=hp.scheduler,
-            total_steps=total_steps,
-            steps_per_count=1 if per_step else steps_per_epoch,
+            total_steps=total,
+            steps_per_epoch=steps_per_epoch,
+            per_epoch=hp.interval == "epoch",
             warmup_steps=warmup,
-            milestones=tuple(m * steps_per_epoch for m in (hp.milestones or [])),
-            gamma=hp.gamma,
+            warmup_mode=hp.warmup_mode,
+            warmup_factor=hp.warmup_factor,
+            milestones=milestones,
+            gammas=milestone_factors(hp.gamma, milestones),
             min_factor=hp.min_lr / hp.lr if hp.lr > 0 else 0.0,
+            pct_start=min(0.99, warmup / total) if warmup else 0.3,
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": hp.interval}}
+
+    def on_train_start(self) -> None:
+        # The loader exists and a checkpoint, if any, is restored: plan the schedule over the real horizon,
+        # from the step the run is at.
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, PlannedLR):
+                config.scheduler.replan(self.schedule_plan())
+
+    # ---- stages: where the counters started, in every checkpoint ----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cifar_pl_stage"] = dict(self.stage)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("cifar_pl_stage")
+        if isinstance(saved, dict):
+            self.stage = {**self.stage, **saved}

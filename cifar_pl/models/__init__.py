@@ -1,15 +1,18 @@
 """Plain ``nn.Module`` nets, registered by name. Importing this package registers every family."""
 
+from ..checkpoints import read_state_dict
 from . import convnets, resnet_cifar, shake_shake, timm_backbones, vgg  # noqa: F401  (registration side effect)
 from ._base import ClassifierNet, GlobalAvgPoolHead, split_parameters
-from ._registry import create_model, is_model, list_models, register_model
-from ._weights import LoadReport, load_weights, read_state_dict
+from ._registry import NetCfg, create_model, get_cfg, is_model, list_models, register_model
+from ._weights import LoadReport, load_weights
 
 __all__ = [
     "ClassifierNet",
     "GlobalAvgPoolHead",
     "LoadReport",
+    "NetCfg",
     "create_model",
+    "get_cfg",
     "is_model",
     "list_models",
     "load_weights",

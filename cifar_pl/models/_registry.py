@@ -1,22 +1,52 @@
-"""Nets are registered by name and created by name, so a YAML file can pick one."""
+"""Nets are registered by name and created by name, so a YAML file can pick one. Each carries a small config
+(the idea of timm's ``pretrained_cfg``): the input size it was designed for, the normalisation its own weights
+expect, and which of its arguments fetch weights, so a checkpoint can be rebuilt without ever fetching any."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch.nn as nn
 
+from ..errors import BadValue
+
+
+@dataclass(frozen=True)
+class NetCfg:
+    """What a net says about itself.
+
+    ``input_size``: side of the images it was designed for (a net with a flatten head needs exactly that size;
+    ``fixed_input_size`` on the built net says so). ``mean``/``std``: the normalisation its own pretrained
+    weights expect (None: whatever the data uses). ``weight_args``: constructor arguments that load weights
+    from a file or the network, with the values that turn them off.
+    """
+
+    input_size: int = 32
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    weight_args: Mapping[str, Any] | None = None
+
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_CFGS: dict[str, NetCfg | Callable[[dict[str, Any]], NetCfg]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a net constructor under its function name (``@register_model def resnet20(...)``)."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"a net named '{name}' is already registered (by {_MODELS[name].__module__})")
-    _MODELS[name] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, cfg=None):
+    """Register a net constructor under its function name: ``@register_model`` or
+    ``@register_model(cfg=NetCfg(...))`` (``cfg`` may also be a function of the net's keyword arguments)."""
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = f.__name__
+        if name in _MODELS:
+            raise ValueError(f"a net named '{name}' is already registered (by {_MODELS[name].__module__})")
+        _MODELS[name] = f
+        _CFGS[name] = cfg or NetCfg()
+        return f
+
+    return add(fn) if fn is not None else add
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -30,10 +60,21 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
+def _check_name(name: str) -> None:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(str(name), _MODELS, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise BadValue(f"Unknown net '{name}'.{hint} Registered nets: {', '.join(list_models())}")
+
+
+def get_cfg(name: str, net_kwargs: Mapping[str, Any] | None = None) -> NetCfg:
+    """The config of the registered net ``name`` (built with ``net_kwargs``)."""
+    _check_name(name)
+    cfg = _CFGS[name]
+    return cfg(dict(net_kwargs or {})) if callable(cfg) else cfg
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build the registered net ``name`` with a classifier for ``num_classes`` classes."""
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown net '{name}'.{hint} Registered nets: {', '.join(list_models())}")
+    _check_name(name)
     return _MODELS[name](num_classes=num_classes, **kwargs)

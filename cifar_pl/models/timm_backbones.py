@@ -5,13 +5,17 @@ new linear classifier. The documented default is Xception (Chollet 2017), which 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ..errors import BadFile, BadValue, MissingFile
 from ._base import ClassifierNet, GlobalAvgPoolHead
-from ._registry import register_model
-from ._weights import read_state_dict
+from ._registry import NetCfg, register_model
+
+# A checkpoint carries its own weights: these arguments are switched off when one is rebuilt.
+_WEIGHT_ARGS = {"pretrained_path": None, "pretrained": False}
 
 
 class TimmFeatures(nn.Module):
@@ -56,51 +60,61 @@ class TimmBackbone(ClassifierNet):
 
         if not timm.is_model(model_name):
             close = timm.list_models(f"*{model_name.split('_')[-1]}*")[:8]
-            raise ValueError(
+            raise BadValue(
                 f"Unknown timm model '{model_name}'; similar names: {close or 'none'} (see timm.list_models())"
             )
-        model = timm.create_model(
-            model_name,
-            pretrained=pretrained and pretrained_path is None,
-            num_classes=0,
-            global_pool="",
-            **timm_kwargs,
-        )
+        model = _create(model_name, pretrained, pretrained_path, num_classes=0, global_pool="", **timm_kwargs)
         self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-        if pretrained_path is not None:
-            load_timm_weights(model, pretrained_path, self.pretrained_cfg.get("classifier"))
         self.features = TimmFeatures(model)
         self.num_features = model.num_features
         self.head = GlobalAvgPoolHead(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def load_timm_weights(model: nn.Module, path: str | Path, classifier: str | tuple[str, ...] | None) -> None:
-    """Load a timm-named weights file into ``model`` (created with ``num_classes=0``), dropping the file's
-    classifier; every other tensor must fit."""
-    sd = read_state_dict(path)
-    prefixes = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier or ()))
-    sd = {k: v for k, v in sd.items() if not k.startswith(prefixes)}
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [k for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"pretrained_path '{path}' does not fit timm's {type(model).__name__}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes differ for {mismatched[:5]} "
-            f"({len(missing)}/{len(unexpected)}/{len(mismatched)} in all); is it the weights of model_name?"
+def _create(model_name: str, pretrained: bool, pretrained_path: str | None, **kwargs) -> nn.Module:
+    """timm's own builder; a local ``pretrained_path`` goes through timm's loader (``weights_only`` loading, the
+    file's classifier dropped because we ask for none), and a file that does not fit says so."""
+    import timm
+
+    if pretrained_path is None:
+        return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    path = Path(pretrained_path).expanduser()
+    if not path.is_file():
+        raise MissingFile(f"pretrained_path '{path}' does not exist")
+    try:
+        return timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
         )
-    model.load_state_dict(sd, strict=False)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BadFile(
+            f"pretrained_path '{path}' does not fit timm's {model_name} ({first}); is it the weights of model_name?"
+        ) from None
 
 
-@register_model
+def _timm_cfg(net_kwargs: dict[str, Any], default: str = "legacy_xception") -> NetCfg:
+    """timm's own pretrained_cfg for the model: its input size and the normalisation its weights expect."""
+    import timm
+
+    name = net_kwargs.get("model_name", default)
+    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    cfg = cfg.to_dict() if cfg is not None else {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    return NetCfg(
+        input_size=int((cfg.get("input_size") or (3, 224, 224))[-1]),
+        mean=tuple(mean) if mean and len(mean) == 3 else None,
+        std=tuple(std) if std and len(std) == 3 else None,
+        weight_args=_WEIGHT_ARGS,
+    )
+
+
+@register_model(cfg=_timm_cfg)
 def timm_backbone(num_classes: int = 10, model_name: str = "legacy_xception", **kwargs) -> TimmBackbone:
     """Any timm model by ``model_name`` (default Xception), with GAP and a new linear head."""
     return TimmBackbone(model_name, num_classes, **kwargs)
 
 
-@register_model
+@register_model(cfg=lambda kw: _timm_cfg(kw, "legacy_xception"))
 def xception(num_classes: int = 10, **kwargs) -> TimmBackbone:
     """Xception (timm ``legacy_xception``, 20.8 M parameters without its head): 2048 x 8 x 8 at 256 x 256."""
     return TimmBackbone("legacy_xception", num_classes, **kwargs)

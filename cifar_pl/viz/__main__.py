@@ -6,92 +6,81 @@
     python -m cifar_pl.viz confusion --ckpt CKPT                                       confusion matrix + table
     python -m cifar_pl.viz report    --ckpt CKPT                                       all four at once
     python -m cifar_pl.viz curves    RUN [RUN ...]                                     training curves of runs
-    python -m cifar_pl.viz augment   --config CONFIG                                   augmentation previews
+    python -m cifar_pl.viz augment   --config CONFIG [CLI overrides]                   augmentation previews
 
 Without image files, pictures are made from the split ``--split`` (val or test) of the DataModule the checkpoint
-was trained with, rebuilt from the checkpoint (``--data-dir`` if its data now lives elsewhere). PNGs go to
-``--out`` (default ``outputs/viz``); ``confusion`` also writes ``per_class.csv`` and prints the table.
+was trained with, rebuilt from the checkpoint (``--data-dir`` if its data now lives elsewhere; only DataModules
+of cifar_pl's registry are rebuilt). PNGs go to ``--out`` (default ``outputs/viz``); ``confusion`` also writes
+``per_class.csv`` and prints the table. An image file that cannot be read is named and left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import sys
 from pathlib import Path
 
 import torch
 
+from ..checks import check_number
+from ..errors import BadValue, UserError, run_main
+from ..images import READ_ERRORS
 from ..inference import Predictor
+from .analysis import cam_ready, class_activation_map, evaluate, feature_map, per_class_table
 from .curves import curves_figure, read_scalars, save
-from .inspect import (
-    cam_figure,
-    cam_ready,
-    channels_figure,
-    class_activation_map,
-    confusion_figure,
-    evaluate,
-    mistakes_figure,
-    per_class_table,
-    report_figures,
-)
-
-
-def datamodule_from_checkpoint(predictor: Predictor, data_dir: str | None = None):
-    """The DataModule a checkpoint was trained with, rebuilt from its saved hyperparameters."""
-    hp = dict(predictor.datamodule_hparams)
-    class_path = hp.pop("_class_path", None)
-    if not class_path:
-        raise ValueError("the checkpoint records no DataModule; pass image files instead")
-    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
-    if data_dir is not None:
-        hp["data_dir"] = data_dir
-    module, name = class_path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**hp)
+from .inspect import cam_figure, channels_figure, confusion_figure, mistakes_figure, report_figures
 
 
 def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
-    dm = datamodule_from_checkpoint(predictor, args.data_dir)
+    dm = predictor.checkpoint.build_datamodule(args.data_dir)
     dm.setup("fit" if args.split == "val" else "test")
     data = dm.val_set if args.split == "val" else dm.test_set
     if data is None or len(data) == 0:
-        raise ValueError(
+        raise BadValue(
             f"the {args.split} split is empty; try --split {'test' if args.split == 'val' else 'val'}"
         )
     return data.images[: args.max_images], data.labels[: args.max_images]
 
 
 def _files(predictor: Predictor, paths: list[str]) -> list[tuple[str, torch.Tensor]]:
+    """The readable image files as (name, uint8 image); each unreadable one is named on stderr and left out."""
     out = []
     for p in paths:
-        img, _ = predictor.load_image(p, "auto")
+        try:
+            img, _ = predictor.load_image(p, "auto")
+        except (*READ_ERRORS, UserError) as e:
+            print(f"skipped {p}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
         out.append((Path(p).name, img))
+    if not out:
+        raise BadValue(f"none of {paths} is a readable image")
     return out
 
 
 def cmd_cam(predictor: Predictor, args) -> list[Path]:
     net = predictor.net
-    cls = predictor.classes.index(args.cls) if args.cls else None
-    if args.cls and args.cls not in predictor.classes:
-        raise ValueError(f"no class '{args.cls}'; the classes are {predictor.classes}")
+    if args.cls is not None and args.cls not in predictor.classes:
+        raise BadValue(
+            f"--class {args.cls!r} is not a class of this checkpoint; the classes are {predictor.classes}"
+        )
+    cls = predictor.classes.index(args.cls) if args.cls is not None else None
+    cams, titles = [], []
     if args.images:
         named = _files(predictor, args.images)
         images = [img for _, img in named]
-        cams, titles = [], []
         for name, img in named:
             cam, logits, c = class_activation_map(net, predictor.normalize(img), cls)
-            cams.append(cam.cpu())
+            cams.append(cam)
             titles.append(f"{name}: {predictor.classes[c]} ({float(logits.softmax(0)[c]):.2f})")
     else:
         images_t, labels = _split(predictor, args)
-        ev = evaluate(predictor.model, predictor.normalize, images_t, labels)
+        ev = evaluate(predictor.model, predictor._normalize, images_t, labels)
         pick = ev.correct()[: args.n]
         images = list(images_t[pick])
-        cams, titles = [], []
         for i in pick:
             cam, logits, c = class_activation_map(net, predictor.normalize(images_t[i]), cls)
-            cams.append(cam.cpu())
+            cams.append(cam)
             titles.append(
                 f"{predictor.classes[int(labels[i])]}: CAM {predictor.classes[c]} ({float(logits.softmax(0)[c]):.2f})"
             )
@@ -104,8 +93,7 @@ def cmd_channels(predictor: Predictor, args) -> list[Path]:
     else:
         images, labels = _split(predictor, args)
         img, name = images[0], predictor.classes[int(labels[0])]
-    with torch.no_grad():
-        feats = predictor.net.forward_features(predictor.normalize(img))[0].cpu()
+    feats = feature_map(predictor.net, predictor.normalize(img))
     fig = channels_figure(img, feats, args.n, f"{name}: {args.n} most active of {feats.shape[0]} channels "
                                               f"({feats.shape[1]}x{feats.shape[2]})")  # fmt: skip
     return save(fig, args.out / "channels")
@@ -113,11 +101,11 @@ def cmd_channels(predictor: Predictor, args) -> list[Path]:
 
 def cmd_mistakes(predictor: Predictor, args) -> list[Path]:
     images, labels = _split(predictor, args)
-    ev = evaluate(predictor.model, predictor.normalize, images, labels)
+    ev = evaluate(predictor.model, predictor._normalize, images, labels)
     wrong = ev.mistakes()[: args.n]
     cams = None
     if not args.no_cam and cam_ready(predictor.net):
-        cams = [class_activation_map(predictor.net, predictor.normalize(images[i]))[0].cpu() for i in wrong]
+        cams = [class_activation_map(predictor.net, predictor.normalize(images[i]))[0] for i in wrong]
     fig = mistakes_figure(images[wrong], labels[wrong].tolist(), ev.preds[wrong].tolist(),
                           ev.probs[wrong].max(1).values.tolist(), predictor.classes, cams,
                           ev.probs[wrong, labels[wrong]].tolist())  # fmt: skip
@@ -144,7 +132,7 @@ def _write_table(cm: torch.Tensor, classes: list[str], out: Path) -> Path:
 
 def cmd_confusion(predictor: Predictor, args) -> list[Path]:
     images, labels = _split(predictor, args)
-    ev = evaluate(predictor.model, predictor.normalize, images, labels)
+    ev = evaluate(predictor.model, predictor._normalize, images, labels)
     cm = ev.confusion(len(predictor.classes))
     return save(confusion_figure(cm, predictor.classes), args.out / "confusion") + [
         _write_table(cm, predictor.classes, args.out)
@@ -153,7 +141,7 @@ def cmd_confusion(predictor: Predictor, args) -> list[Path]:
 
 def cmd_report(predictor: Predictor, args) -> list[Path]:
     images, labels = _split(predictor, args)
-    figs, ev = report_figures(predictor.model, predictor.net, predictor.normalize, images, labels,
+    figs, ev = report_figures(predictor.model, predictor.net, predictor._normalize, images, labels,
                               predictor.classes, args.n, 16)  # fmt: skip
     paths = [p for name, fig in figs.items() for p in save(fig, args.out / name)]
     return paths + [_write_table(ev.confusion(len(predictor.classes)), predictor.classes, args.out)]
@@ -171,45 +159,73 @@ def cmd_curves(args) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
+def cmd_augment(argv: list[str]) -> list[Path]:
+    """samples.png and augmentations.png for a config (any CLI override allowed)."""
+    from ..cli import CifarCLI
+    from .augment import preview_figures
+
+    ap = argparse.ArgumentParser(
+        prog="python -m cifar_pl.viz augment", description="augmentation previews of a config"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("previews"), help="folder for the PNGs (default: previews/)"
+    )
+    ap.add_argument("--images", type=int, default=8, help="images in the augmentation grid")
+    ap.add_argument("--draws", type=int, default=6, help="augmented draws per image")
+    args, rest = ap.parse_known_args(argv)
+    check_number("--images", args.images, 1, 64, integer=True)
+    check_number("--draws", args.draws, 1, 32, integer=True)
+    cli = CifarCLI(args=rest, run=False)
+    return [p for name, fig in preview_figures(cli.datamodule, args.images, args.draws).items()
+            for p in save(fig, args.out / name)]  # fmt: skip
+
+
+def run(argv: list[str] | None = None) -> list[Path]:
+    """Parse ``argv`` and make the pictures; returns the files written (raises for bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["augment"]:
-        from .augment import main as augment_main
-
-        return augment_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m cifar_pl.viz", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("cam", "channels", "mistakes", "confusion", "report"):
-        p = sub.add_parser(name)
-        p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
-        p.add_argument("--ckpt", required=True)
-        p.add_argument("--split", choices=["val", "test"], default="val")
-        p.add_argument("--data-dir", default=None, help="where the checkpoint's data lives now")
-        p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16))
-        p.add_argument(
-            "--class", dest="cls", default=None, help="CAM of this class instead of the predicted one"
-        )
-        p.add_argument("--no-cam", action="store_true", help="mistakes without their CAMs")
-        p.add_argument("--max-images", type=int, default=10000)
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
-    p = sub.add_parser("curves")
-    p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
-    p.add_argument("--out", type=Path, default=Path("outputs/viz"))
-    args = parser.parse_args(argv)
-    if args.command == "curves":
-        paths = cmd_curves(args)
+        paths = cmd_augment(argv[1:])
     else:
-        predictor = Predictor.from_checkpoint(args.ckpt, args.device)
-        if args.command in ("mistakes", "confusion", "report") and args.images:
-            parser.error(f"{args.command} works on a labelled split; drop the image files")
-        paths = {"cam": cmd_cam, "channels": cmd_channels, "mistakes": cmd_mistakes,
-                 "confusion": cmd_confusion, "report": cmd_report}[args.command](predictor, args)  # fmt: skip
+        parser = argparse.ArgumentParser(prog="python -m cifar_pl.viz", description=__doc__.split("\n\n")[0],
+                                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+        sub = parser.add_subparsers(dest="command", required=True)
+        for name in ("cam", "channels", "mistakes", "confusion", "report"):
+            p = sub.add_parser(name)
+            p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
+            p.add_argument("--ckpt", required=True)
+            p.add_argument("--split", choices=["val", "test"], default="val")
+            p.add_argument("--data-dir", default=None, help="where the checkpoint's data lives now")
+            p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16))
+            p.add_argument(
+                "--class", dest="cls", default=None, help="CAM of this class instead of the predicted one"
+            )
+            p.add_argument("--no-cam", action="store_true", help="mistakes without their CAMs")
+            p.add_argument("--max-images", type=int, default=10000)
+            p.add_argument("--device", default="cpu")
+            p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+        sub.add_parser("augment", help="augmentation previews of a config: viz augment --config X.yaml")
+        p = sub.add_parser("curves")
+        p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
+        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+        args = parser.parse_args(argv)
+        if args.command == "curves":
+            paths = cmd_curves(args)
+        else:
+            check_number("--n", args.n, 1, 256, integer=True)
+            check_number("--max-images", args.max_images, 1, integer=True)
+            if args.command in ("mistakes", "confusion", "report") and args.images:
+                parser.error(f"{args.command} works on a labelled split; drop the image files")
+            predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+            paths = {"cam": cmd_cam, "channels": cmd_channels, "mistakes": cmd_mistakes,
+                     "confusion": cmd_confusion, "report": cmd_report}[args.command](predictor, args)  # fmt: skip
     for p in paths:
         print(f"wrote {p}")
     return paths
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: run(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,25 +1,14 @@
-"""What the data and its augmentation look like.
-
-    python -m cifar_pl.viz.augment --config configs/shake26_cutout.yaml --data.data_dir ../shared/data --out previews/
-
-writes ``samples.png`` (training images with their class names) and ``augmentations.png`` (originals beside
-several augmented draws of each, as training draws them) for the config's DataModule.
-"""
+"""What the data and its augmentation look like: ``samples`` (training images with their class names) and
+``augmentations`` (originals beside several augmented draws of each, as training draws them). Drawn by
+``python -m cifar_pl.viz augment --config X.yaml`` and, at the start of every fit, into TensorBoard."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import torch
+from matplotlib.figure import Figure
 
 
-def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
+def show_image(ax, img: torch.Tensor, title: str | None = None) -> None:
     ax.imshow(img.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -30,12 +19,13 @@ def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
 def samples_figure(images: torch.Tensor, labels: torch.Tensor, classes: list[str], cols: int = 8) -> Figure:
     """A grid of uint8 images (N x C x H x W) titled with their class names."""
     rows = (len(images) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.55 * rows), squeeze=False)
+    fig = Figure(figsize=(1.4 * cols, 1.55 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, y in zip(axes.flat, images, labels, strict=False):
         ax.axis("on")
-        _show(ax, img, classes[int(y)])
+        show_image(ax, img, classes[int(y)])
     fig.tight_layout()
     return fig
 
@@ -45,15 +35,16 @@ def augmentation_figure(
 ) -> Figure:
     """One row per image: the original, then its augmented draws (``draws``: N x D x C x H x W, uint8)."""
     n, d = draws.shape[:2]
-    fig, axes = plt.subplots(n, d + 1, figsize=(1.3 * (d + 1), 1.4 * n), squeeze=False)
+    fig = Figure(figsize=(1.3 * (d + 1), 1.4 * n))
+    axes = fig.subplots(n, d + 1, squeeze=False)
     for i in range(n):
-        _show(
+        show_image(
             axes[i, 0],
             originals[i],
             f"{classes[int(labels[i])]}" if i else f"original\n{classes[int(labels[i])]}",
         )
         for j in range(d):
-            _show(axes[i, j + 1], draws[i, j], f"draw {j + 1}" if i == 0 else None)
+            show_image(axes[i, j + 1], draws[i, j], f"draw {j + 1}" if i == 0 else None)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -83,31 +74,3 @@ def preview_figures(datamodule, n_images: int = 8, draws: int = 6, seed: int = 0
             images[:n_images], augmented, labels[:n_images], datamodule.classes, title
         ),
     }
-
-
-def main(argv: list[str] | None = None) -> list[Path]:
-    """Write samples.png and augmentations.png for a config (any CLI override allowed)."""
-    import argparse
-
-    from ..cli import CifarCLI
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="previews", help="folder for the PNGs (default: previews/)")
-    ap.add_argument("--images", type=int, default=8, help="images in the augmentation grid")
-    ap.add_argument("--draws", type=int, default=6, help="augmented draws per image")
-    args, rest = ap.parse_known_args(argv if argv is not None else sys.argv[1:])
-    cli = CifarCLI(args=rest, run=False)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, fig in preview_figures(cli.datamodule, args.images, args.draws).items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-        print(f"wrote {path}")
-    return written
-
-
-if __name__ == "__main__":
-    main()

@@ -3,28 +3,47 @@ against the epoch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from ..errors import MissingFile
+
+
+def _has_events(d: Path) -> bool:
+    return any(d.glob("events.out.tfevents.*"))
+
+
+def _with_parent_stages(run: Path) -> list[Path]:
+    """``run`` preceded by the runs of its earlier stages (``stage.json`` names each one's parent run)."""
+    chain = [run]
+    while (chain[0] / "stage.json").is_file():
+        try:
+            parent = json.loads((chain[0] / "stage.json").read_text()).get("parent_run")
+        except (OSError, ValueError):
+            break
+        parent = Path(parent) if parent else None
+        if parent is None or parent in chain or not parent.is_dir() or not _has_events(parent):
+            break
+        chain.insert(0, parent)
+    return chain
 
 
 def run_dirs(path: str | Path) -> list[Path]:
-    """The version folders of a run, oldest first: ``path`` itself if it holds event files, else its
-    ``version_N`` folders (an experiment folder such as ``lightning_logs/model_g``; a resumed run continues in
-    a new version folder, so all of them make up its history)."""
+    """The version folders of a run, oldest first: ``path`` itself if it holds event files (after the runs of
+    its earlier stages, when it is a stage started with ``fit --ckpt_path``), else its ``version_N`` folders
+    (an experiment folder such as ``lightning_logs/model_g``: a run resumed into a new folder, or later stages
+    of it, make up its history)."""
     path = Path(path)
-    if any(path.glob("events.out.tfevents.*")):
-        return [path]
+    if _has_events(path):
+        return _with_parent_stages(path.resolve())
     versions = sorted(
-        (d for d in path.glob("version_*") if any(d.glob("events.out.tfevents.*"))),
+        (d for d in path.glob("version_*") if _has_events(d)),
         key=lambda d: int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else -1,
     )
     if not versions:
-        raise FileNotFoundError(f"no TensorBoard event files in '{path}' or its version_N folders")
+        raise MissingFile(f"no TensorBoard event files in '{path}' or its version_N folders")
     return versions
 
 
@@ -56,7 +75,8 @@ def curves_figure(scalars: dict[str, list[tuple[int, float]]], title: str = "") 
         ("accuracy", ["train/acc", "val/acc"]),
         ("epoch time (s)", ["train/epoch_time"]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     for ax, (name, tags) in zip(axes, panels, strict=True):
         for tag in tags:
             if tag in scalars:
@@ -89,7 +109,6 @@ def save(fig: Figure, out: Path, formats: tuple[str, ...] = ("png",)) -> list[Pa
         path = out.with_suffix(f".{fmt}")
         fig.savefig(path, dpi=130, bbox_inches="tight")
         paths.append(path)
-    plt.close(fig)
     return paths
 
 
@@ -97,7 +116,8 @@ def compare_figure(
     runs: dict[str, dict[str, list[tuple[int, float]]]], metric: str, title: str = ""
 ) -> Figure:
     """One curve per run of ``metric`` against the epoch, the run names in the legend."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
     for name, scalars in runs.items():
         if metric in scalars:
             xs, ys = zip(*scalars[metric], strict=True)
@@ -117,7 +137,8 @@ def final_bars_figure(
 ) -> Figure:
     """The last value of each of ``metrics`` (e.g. final train/acc and test/acc) per run, as grouped bars."""
     names = list(runs)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.2))
+    fig = Figure(figsize=(max(6.0, 0.9 * len(names) + 2), 4.2))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(metrics))
     for j, metric in enumerate(metrics):
         values = [runs[n][metric][-1][1] if metric in runs[n] else float("nan") for n in names]

@@ -1,0 +1,65 @@
+"""User errors: what a person gave (a value, a name, a file) is wrong, as opposed to a bug in this package.
+
+A user error is printed as one line (``error: ...``, the message says what to do), exits with status 2 and shows
+no traceback; every other exception keeps its traceback, because it is a bug to report. Set
+``CIFAR_PL_TRACEBACK=1`` to see the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+TRACEBACK_ENV = "CIFAR_PL_TRACEBACK"
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Base of the errors a user can fix; the message is the whole story (what was wrong, what to do)."""
+
+
+class BadValue(UserError, ValueError):
+    """An option has a value outside its range, or names something that does not exist."""
+
+
+class BadFile(UserError, ValueError):
+    """A file exists but is not what it should be (not a checkpoint, a broken batch file, an image too large)."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss became NaN or infinite: a setting (usually the learning rate) is wrong for this net."""
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError that caused ``exc`` (itself, or one in its chain), if any. jsonargparse wraps an error
+    raised while it instantiates a class in a report of its own; the original is kept in the chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def run_main(fn: Callable[[], object]) -> int:
+    """Run an entry point's body: 0 when it returns, 2 with one line on stderr for a user error, 130 for
+    Ctrl+C outside training; ``SystemExit`` (argparse errors, a training stopped by a signal) passes through."""
+    show = os.environ.get(TRACEBACK_ENV, "").lower() not in ("", "0", "false", "no")
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        err = user_error_in(e)
+        if err is None or show:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

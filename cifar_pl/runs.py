@@ -1,0 +1,153 @@
+"""Where runs live: ``lightning_logs/<experiment>/version_N/`` with ``checkpoints/last.ckpt``, the best checkpoint,
+``config.yaml`` and ``run.json`` (the run's own record of how it ended), plus ``<experiment>/best.ckpt``, a link
+to the newest run's best checkpoint.
+
+Experiment and sweep names are relative names below the log root (letters, digits and ``._,=+-``, parts joined
+by ``/``): nothing a name says can put a run outside ``lightning_logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import BadValue, MissingFile
+
+LOG_ROOT = "lightning_logs"
+RECORD = "run.json"
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,=+-]*")
+
+
+def check_name(name: str, what: str = "--experiment") -> str:
+    """``name`` if it is a relative name below the log root (``a`` or ``a/b``), else a clear error."""
+    parts = str(name).split("/")
+    bad = (
+        not name or os.path.isabs(name) or any(p in ("", ".", "..") or not _PART.fullmatch(p) for p in parts)
+    )
+    if bad:
+        raise BadValue(
+            f"{what} {name!r} is not a run name: use letters, digits and ._,=+- (parts joined by '/', no '..', "
+            f"not an absolute path); runs always go below {LOG_ROOT}/"
+        )
+    return name
+
+
+def safe_part(text: str) -> str:
+    """``text`` made into one valid name part (characters outside the allowed set become '_')."""
+    out = re.sub(r"[^A-Za-z0-9._,=+-]+", "_", text).strip("_.") or "run"
+    return out if out[0].isalnum() else f"r{out}"
+
+
+def experiment_dir(experiment: str, root: str | Path = LOG_ROOT) -> Path:
+    return Path(root) / check_name(experiment)
+
+
+def version_number(run_dir: Path) -> int | None:
+    name = run_dir.name
+    return int(name[8:]) if name.startswith("version_") and name[8:].isdigit() else None
+
+
+def version_dirs(exp_dir: Path) -> list[Path]:
+    """The ``version_N`` folders of an experiment, oldest (lowest N) first."""
+    found = [d for d in Path(exp_dir).glob("version_*") if d.is_dir() and version_number(d) is not None]
+    return sorted(found, key=version_number)
+
+
+def latest_last_checkpoint(exp_dir: Path) -> Path | None:
+    """The newest ``version_*/checkpoints/last.ckpt`` of an experiment folder, or None."""
+    found = sorted(Path(exp_dir).glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def resolve_ckpt_path(value: str, experiment: str, root: str | Path = LOG_ROOT) -> Path:
+    """``--ckpt_path``: ``last`` is the newest ``last.ckpt`` of this experiment, ``best`` its ``best.ckpt`` link,
+    anything else a file that must exist. Never None: a subcommand asked for weights gets them or an error."""
+    exp_dir = experiment_dir(experiment, root)
+    if value == "last":
+        path = latest_last_checkpoint(exp_dir)
+        if path is None:
+            raise MissingFile(
+                f"--ckpt_path last: no last.ckpt under {exp_dir}/version_*/checkpoints; nothing to resume "
+                f"(check --experiment, or pass the checkpoint's path)"
+            )
+        return path
+    if value == "best":
+        path = exp_dir / "best.ckpt"
+        if not path.exists():
+            raise MissingFile(
+                f"--ckpt_path best: {path} does not exist (it is made when a fit of this experiment ends); "
+                f"check --experiment, or pass the checkpoint's path"
+            )
+        return path
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise MissingFile(
+            f"--ckpt_path '{value}' is not a file; pass a .ckpt written by fit, or last or best"
+        )
+    return path
+
+
+def run_dir_of(ckpt: Path, experiment: str, root: str | Path = LOG_ROOT) -> Path | None:
+    """The ``version_N`` folder of ``experiment`` that holds ``ckpt`` in its ``checkpoints/``, or None."""
+    resolved = Path(ckpt).resolve()
+    if resolved.parent.name != "checkpoints":
+        return None
+    run_dir = resolved.parent.parent
+    if run_dir.parent != experiment_dir(experiment, root).resolve() or version_number(run_dir) is None:
+        return None
+    return run_dir
+
+
+def next_free(run_dir: Path, stem: str, suffix: str = ".yaml") -> str:
+    """``<stem>1<suffix>``, ``<stem>2<suffix>``, ...: the first name not taken in ``run_dir``."""
+    n = 1
+    while (run_dir / f"{stem}{n}{suffix}").exists():
+        n += 1
+    return f"{stem}{n}{suffix}"
+
+
+def link_best(target: Path, link: Path) -> None:
+    """Point ``link`` (``lightning_logs/<experiment>/best.ckpt``) at the newest run's best checkpoint, so a
+    later stage can name it without knowing version_N. Replaced atomically; a real file of that name is kept."""
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON so a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def update_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the run's ``run.json`` (status: running, interrupted, failed, fitted, complete)."""
+    record = read_record(run_dir) or {}
+    record.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json_atomic(Path(run_dir) / RECORD, record)
+    return record
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``run.json``, or None when it has none (or an unreadable one)."""
+    path = Path(run_dir) / RECORD
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_complete(run_dir: Path) -> bool:
+    """Whether the run says it ended well: every epoch trained (or stopped early by a callback), the test written."""
+    record = read_record(run_dir)
+    return bool(record) and record.get("status") == "complete"

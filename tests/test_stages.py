@@ -1,0 +1,135 @@
+"""`fit --ckpt_path`: exact resume, training longer on a re-planned schedule, and new stages, by rules a user can
+predict (cifar_pl.stages)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cifar_pl.lit.schedule import LRMultiplier
+from cifar_pl.viz.curves import read_scalars
+
+from .conftest import run_cli
+
+BASE = ("--experiment a --data.batch_size 16 --model.scheduler cosine --model.lr 0.05 --model.warmup_epochs 0 "
+        "--trainer.log_every_n_steps 1 --test_after_fit false --data.augment none")  # fmt: skip
+STEPS_PER_EPOCH = 9  # 130 training images of the small CIFAR folder, batches of 16
+
+
+def _lrs(run: Path) -> dict[int, float]:
+    """The LR logged at each step of a run folder (TensorBoard's step is the optimiser step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in sorted(run.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for e in acc.Scalars("lr-SGD") if "lr-SGD" in acc.Tags()["scalars"] else []:
+            out[e.step] = e.value
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage_a(cifar10_root, tmp_path_factory):
+    """Two epochs of model_gap, cosine from 0.05 to 0 (18 steps)."""
+    cwd = tmp_path_factory.mktemp("stages")
+    cli = run_cli("fit", "quickstart", cifar10_root, f"{BASE} --trainer.max_epochs 2", cwd=cwd)
+    assert cli.trainer.global_step == 2 * STEPS_PER_EPOCH
+    return cwd
+
+
+def test_a_new_stage_uses_the_new_values_continues_the_counters_and_lists_the_changes(
+    stage_a, cifar10_root, caplog
+):
+    cwd = stage_a
+    last = cwd / "lightning_logs" / "a" / "version_0" / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)["state_dict"]
+    extra = (f"{BASE} --ckpt_path {last} --model.lr 0.005 --trainer.max_epochs 4 "
+             "--trainer.callbacks+ cifar_pl.callbacks.BatchNormEval")  # fmt: skip
+    with caplog.at_level("INFO"):
+        cli = run_cli("fit", "quickstart", cifar10_root, extra, cwd=cwd)
+    said = caplog.text
+    assert f"new stage from {last}: changed model.lr 0.05 -> 0.005" in said and "trainer.callbacks" in said
+    assert "counters continue at epoch 2, step 18" in said
+    run = cwd / "lightning_logs" / "a" / "version_1"  # a new folder; the first stage's is left as it was
+    stage = json.loads((run / "stage.json").read_text())
+    assert stage["start_epoch"] == 2 and stage["start_step"] == 18
+    assert {c["key"] for c in stage["changes"]} == {"model.lr", "trainer.callbacks"}
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (
+        saved["model"]["lr"] == 0.005 and cli.model.hparams.lr == 0.005
+    )  # the command line was not overridden
+    assert cli.trainer.current_epoch == 4 and cli.trainer.global_step == 4 * STEPS_PER_EPOCH
+    # the new optimiser and schedule: cosine from 0.005 over the stage's 18 steps, logged on the joined axis
+    lrs = _lrs(run)
+    plan = LRMultiplier("cosine", total_steps=18)
+    assert min(lrs) == 18 and max(lrs) == 35
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(0.005 * plan(step - 18), rel=1e-6), step
+    # BatchNormEval: running statistics exactly as the first stage left them; the weights moved
+    after = cli.model.state_dict()
+    bn = [k for k in before if "running_" in k]
+    assert bn and all(torch.equal(before[k], after[k]) for k in bn)
+    assert not torch.equal(before["net.features.0.weight"], after["net.features.0.weight"])
+    # the curves of both stages join on one epoch axis
+    epochs = [e for e, _ in read_scalars(run)["train/loss"]]
+    assert epochs == [0, 1, 2, 3]
+    assert not (cwd / "lightning_logs" / "a" / "version_0" / "config_resume1.yaml").exists()
+
+
+def test_training_longer_replans_the_schedule_over_the_new_horizon(stage_a, cifar10_root):
+    cwd = stage_a
+    last = cwd / "lightning_logs" / "a" / "version_0" / "checkpoints" / "last.ckpt"
+    copy = cwd / "lightning_logs" / "b" / "version_0" / "checkpoints" / "last.ckpt"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(last.read_bytes())  # the same run, as experiment b (its own folder)
+    extra = f"{BASE.replace('--experiment a', '--experiment b')} --ckpt_path last --trainer.max_epochs 4"
+    cli = run_cli("fit", "quickstart", cifar10_root, extra, cwd=cwd)
+    assert cli.trainer.global_step == 36 and not (cwd / "lightning_logs" / "b" / "version_1").exists()
+    lrs = _lrs(cwd / "lightning_logs" / "b" / "version_0")
+    plan = LRMultiplier("cosine", total_steps=36)  # as if max_epochs had been 4 from the start
+    assert lrs and all(lr == pytest.approx(0.05 * plan(step), rel=1e-6) for step, lr in lrs.items())
+    assert lrs[18] == pytest.approx(0.025, rel=1e-6)  # half-way: the first two epochs ended at LR 0
+
+
+def test_one_cycle_trains_longer_without_crashing(cifar10_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = BASE.replace("cosine", "onecycle").replace("--experiment a", "--experiment oc")
+    run_cli("fit", "quickstart", cifar10_root, f"{args} --trainer.max_epochs 1")
+    cli = run_cli("fit", "quickstart", cifar10_root, f"{args} --trainer.max_epochs 2 --ckpt_path last")
+    assert cli.trainer.global_step == 2 * STEPS_PER_EPOCH
+    lrs = _lrs(tmp_path / "lightning_logs" / "oc" / "version_0")
+    plan = LRMultiplier("onecycle", total_steps=18)
+    assert all(lr == pytest.approx(0.05 * plan(step), rel=1e-6) for step, lr in lrs.items() if step >= 9)
+
+
+def test_restarted_counters_and_a_stage_that_would_train_nothing(stage_a, cifar10_root):
+    cwd = stage_a
+    last = cwd / "lightning_logs" / "a" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(
+        ValueError, match="continues last.ckpt's counters at epoch 2, so trainer.max_epochs 2"
+    ):
+        run_cli("fit", "quickstart", cifar10_root, f"{BASE} --ckpt_path {last} --model.lr 0.01 --trainer.max_epochs 2",
+                cwd=cwd)  # fmt: skip
+    extra = f"{BASE} --ckpt_path {last} --model.lr 0.01 --trainer.max_epochs 1 --stage_counters restart --experiment c"
+    cli = run_cli("fit", "quickstart", cifar10_root, extra, cwd=cwd)
+    assert cli.trainer.global_step == STEPS_PER_EPOCH and cli.trainer.current_epoch == 1
+    with pytest.raises(ValueError, match="give either --ckpt_path .* or model.init_from"):
+        run_cli("fit", "quickstart", cifar10_root, f"{extra} --model.init_from {last}", cwd=cwd)
+
+
+def test_warmup_rises_every_step_even_when_the_schedule_moves_per_epoch():
+    # configs/resnet110.yaml on the full CIFAR-10 (352 steps an epoch): 0.01 for 400 iterations, then 0.1
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "resnet110.yaml").read_text())["model"]
+    steps = 352
+    f = LRMultiplier("multistep", total_steps=182 * steps, steps_per_epoch=steps, per_epoch=True,
+                     warmup_steps=round(cfg["warmup_epochs"] * steps), warmup_mode=cfg["warmup_mode"],
+                     warmup_factor=cfg["warmup_factor"], milestones=(91 * steps, 137 * steps), gammas=(0.1, 0.1))  # fmt: skip
+    lr = [cfg["lr"] * f(s) for s in range(3 * steps)]
+    assert lr[0] == pytest.approx(0.01) and lr[399] == pytest.approx(0.01) and lr[401] == pytest.approx(0.1)
+    assert math.isclose(cfg["lr"] * f(91 * steps), 0.01) and math.isclose(cfg["lr"] * f(137 * steps), 0.001)
