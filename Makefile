@@ -9,7 +9,7 @@ DATA ?= $(or $(CIFAR_PL_DATA),../shared/data)
 
 STAMP := $(VENV)/.cifar_pl-installed
 
-.PHONY: install quickstart transfer test test-all lint format tensorboard clean
+.PHONY: install quickstart transfer test test-all test-gpu lint format tensorboard clean
 
 # The stamp makes `make test` on a fresh clone install first, and skip pip when nothing changed.
 $(STAMP): pyproject.toml
@@ -28,12 +28,16 @@ PHOTOS ?= data/photos
 transfer: $(STAMP)
 	PY=$(PY) CIFAR_PL_DATA=$(DATA) bash scripts/transfer.sh $(PHOTOS) $(NAME)
 
-# Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs).
+# Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs); test-gpu is the GPU
+# tier (fit/test/report, bf16, channels_last, compile, predict/viz, resume, DDP on a CUDA device).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not gpu"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not gpu"
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu -rs
 
 lint: $(STAMP)
 	$(PY) -m ruff check cifar_pl tests bench scripts

@@ -71,6 +71,21 @@ def cifar100_root(tmp_path_factory) -> Path:
     return root
 
 
+def effective_config(path: Path, *extra: str) -> dict:
+    """What a config file (with the files it includes) amounts to, as ``--print_config`` shows it."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from cifar_pl.__main__ import cli_main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        cli_main(["fit", "--config", str(path), *extra, "--print_config"])
+    return yaml.safe_load(out.getvalue())
+
+
 def largest_difference(a: dict, b: dict) -> tuple[str, float]:
     """The floating tensor of two state dicts that differs most, and by how much (max absolute difference)."""
     diffs = [(k, (a[k].double() - b[k].double()).abs().max().item()) for k in a if a[k].is_floating_point()]

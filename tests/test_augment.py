@@ -236,3 +236,19 @@ def test_fit_logs_the_preview_to_tensorboard(cifar10_root, tmp_path, monkeypatch
     events = EventAccumulator(str(tmp_path / "lightning_logs" / "prev" / "version_0"))
     events.Reload()
     assert {"data/samples", "data/augmentations"} <= set(events.Tags()["images"])
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_a_per_image_crop_keeps_the_images_size(size, tmp_path):
+    # AutoAugment runs per image, so the whole pipeline does, random_crop included: it used to crop to 32 px
+    from cifar_pl.data import ImageFolderDataModule
+
+    from .conftest import write_photo_folder
+
+    root = write_photo_folder(tmp_path / "p", ["a", "b"], 4)
+    dm = ImageFolderDataModule(str(root), image_size=size, augment="autoaugment_cutout", batch_size=4)
+    assert dm.augmentation.batched is False
+    dm.setup("fit")
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == (3, size, size)
+    assert dm.augment_examples(dm.train_set.images[:2], 2).shape[2:] == (3, size, size)

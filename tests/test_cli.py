@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from cifar_pl.__main__ import cli_main
 from cifar_pl.lit import ImageClassifier
 
-from .conftest import CONFIGS, run_cli
+from .conftest import CONFIGS, effective_config, run_cli
 
 # Every CIFAR config, the corruption experiments included (the transfer configs have their own test).
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "corrupt").glob("*.yaml"))
@@ -21,7 +21,7 @@ ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "corrupt").glob
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=[c.relative_to(CONFIGS).as_posix() for c in ALL_CONFIGS])
 def test_every_config_fast_dev_run(config, cifar10_root, cifar100_root, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    cfg = yaml.safe_load(config.read_text())
+    cfg = effective_config(config)  # a family member includes its base (configs/base/)
     root = cifar100_root if "CIFAR100" in cfg["data"]["class_path"] else cifar10_root
     extra = "--trainer.fast_dev_run true --data.batch_size 8"
     if cfg["model"]["net"].startswith(
