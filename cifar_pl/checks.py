@@ -99,5 +99,5 @@ def check_class_names(name: str, names: Sequence[str] | None, minimum: int = 2) 
     if dupes:
         raise BadValue(f"{name} lists {dupes} more than once; name each class once")
     if len(names) < minimum:
-        raise BadValue(f"{name} has {len(names)} class(es) {names}; a classifier needs at least {minimum}")
+        raise BadValue(f"{name}: only {len(names)} class {names}; a classifier needs at least {minimum}")
     return names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pydoc
 import re
 from argparse import ArgumentError
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
@@ -35,20 +34,6 @@ from .runs import (
 from .stages import Continuation, plan_continuation
 
 EVALUATING = ("validate", "test", "predict")
-
-
-def _callback_class(entry: Any) -> type | None:
-    """The class of a callback in the configuration (a ``class_path`` entry or an instance)."""
-    if isinstance(entry, (dict, Namespace)):
-        found = pydoc.locate(
-            str(entry.get("class_path"))
-        )  # the config's own classes: jsonargparse imports them too
-        return found if isinstance(found, type) else None
-    return type(entry)
-
-
-def _has(callbacks: list, kind: type) -> bool:
-    return any(isinstance(c, type) and issubclass(c, kind) for c in map(_callback_class, callbacks))
 
 
 def parse_error_line(message: str) -> str:
@@ -84,10 +69,6 @@ def parse_error_line(message: str) -> str:
         return reason.replace("arguments: fit ", "arguments: ") + " (--help lists every option)"
     key = ".".join(dict.fromkeys(k for part in keys for k in [part]))
     return f"{key}: {reason}" if key else reason
-
-
-def _default(cls: type, **init_args: Any) -> Namespace:
-    return Namespace(class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args))
 
 
 class CifarCLI(LightningCLI):
@@ -183,19 +164,6 @@ class CifarCLI(LightningCLI):
                 class_path="pytorch_lightning.loggers.TensorBoardLogger",
                 init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment, version=version),
             )
-        callbacks = list(trainer.callbacks or [])
-        if trainer.enable_progress_bar is not False and not _has(callbacks, ProgressBar):
-            callbacks.append(Namespace(class_path="pytorch_lightning.callbacks.RichProgressBar",
-                                       init_args=Namespace(leave=True)))  # fmt: skip
-        if trainer.logger is not False:
-            for cls, args in (
-                (DataPreview, {}),
-                (TestReport, {}),
-                (LearningRateMonitor, {"logging_interval": "step"}),
-            ):
-                if not _has(callbacks, cls):
-                    callbacks.append(_default(cls, **args))
-        trainer.callbacks = callbacks
 
     def _check_fit_values(self, cfg: Namespace) -> None:
         trainer = cfg.trainer
@@ -321,6 +289,21 @@ class CifarCLI(LightningCLI):
         if config.get("enable_checkpointing") is False:
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
         extra += [RNGState(), GracefulStop(), RunConfig(self._config_view)]
+        # Defaults the configuration can replace: decided on the instantiated callbacks (a class of the user's
+        # that is a ProgressBar counts as one), so no name is looked up here.
+        given = list(config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            extra.append(RichProgressBar(leave=True))
+        if config.get("logger") is not False:
+            for cls, args in (
+                (DataPreview, {}),
+                (TestReport, {}),
+                (LearningRateMonitor, {"logging_interval": "step"}),
+            ):
+                if not any(isinstance(c, cls) for c in given):
+                    extra.append(cls(**args))
         plan = self._continuation
         if plan is not None and plan.kind == "stage" and (plan.start_epoch or plan.start_step):
             extra.append(StageStart(plan.start_epoch, plan.start_step))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+# Decoded photo caches of this test session (and of the commands it starts) go to a folder of its own.
+os.environ["CIFAR_PL_CACHE"] = tempfile.mkdtemp(prefix="cifar_pl_cache_")
 
 
 def write_cifar_batch(

@@ -62,7 +62,7 @@ CASES = [
     Case("image folder without class folders", "cli", _photos("--data.data_dir", "{noclasses}"),
          "holds no class folders"),
     Case("image folder with one class", "cli", _photos("--data.data_dir", "{oneclass}"),
-         "has 1 class(es) ['cat']; a classifier needs at least 2"),
+         ": only 1 class ['cat']; a classifier needs at least 2"),
     Case("duplicated class names", "cli", _photos("--data.classes", "[cat, cat]"),
          "classes lists ['cat'] more than once"),
     Case("a class that has no folder", "cli", _photos("--data.classes", "[cat, cow]"), "no class folder ['cow']"),

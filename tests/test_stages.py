@@ -14,7 +14,7 @@ import yaml
 from cifar_pl.lit.schedule import LRMultiplier
 from cifar_pl.viz.curves import read_scalars
 
-from .conftest import run_cli
+from .conftest import effective_config, run_cli
 
 BASE = ("--experiment a --data.batch_size 16 --model.scheduler cosine --model.lr 0.05 --model.warmup_epochs 0 "
         "--trainer.log_every_n_steps 1 --test_after_fit false --data.augment none")  # fmt: skip
@@ -125,7 +125,8 @@ def test_restarted_counters_and_a_stage_that_would_train_nothing(stage_a, cifar1
 
 def test_warmup_rises_every_step_even_when_the_schedule_moves_per_epoch():
     # configs/resnet110.yaml on the full CIFAR-10 (352 steps an epoch): 0.01 for 400 iterations, then 0.1
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "resnet110.yaml").read_text())["model"]
+    config = Path(__file__).parents[1] / "configs" / "resnet110.yaml"
+    cfg = effective_config(config)["model"]  # the family's base plus the file's overrides
     steps = 352
     f = LRMultiplier("multistep", total_steps=182 * steps, steps_per_epoch=steps, per_epoch=True,
                      warmup_steps=round(cfg["warmup_epochs"] * steps), warmup_mode=cfg["warmup_mode"],

@@ -192,7 +192,8 @@ def test_every_transfer_config_fast_dev_run(config, photo_root, tmp_path, monkey
         extra += f" --model.init_from {path} --model.init_strict false"
     cli = run_cli("fit", config, photo_root, extra)
     assert cli.model.class_names == ["cat", "dog", "owl"]
-    assert cli.trainer.state.finished and "test/acc" in cli.trainer.callback_metrics
+    # no test_size or test_dir: test scores the validation split, and its metrics say so
+    assert cli.trainer.state.finished and "test_on_val/acc" in cli.trainer.callback_metrics
     names = {type(cb).__name__ for cb in cli.trainer.callbacks}
     assert ("FreezeBackbone" in names) == ("frozen" in config.stem)
     assert ("BatchNormEval" in names) == ("finetune" in config.stem)

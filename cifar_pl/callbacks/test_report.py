@@ -25,7 +25,8 @@ class TestReport(pl.Callback):
             return
         from ..viz.inspect import report_figures
 
-        images, labels = test_set.images[: self.max_images], test_set.labels[: self.max_images]
+        n = min(len(test_set), self.max_images)
+        images, labels = test_set.take(slice(0, n)), test_set.labels[:n]
         classes = getattr(pl_module, "class_names", None) or [
             str(i) for i in range(pl_module.net.num_classes)
         ]
@@ -33,7 +34,7 @@ class TestReport(pl.Callback):
         pl_module.eval()
         confusion = getattr(pl_module, "test_confusion_matrix", None)
         figs, _ = report_figures(pl_module, pl_module.net, dm.normalize, images, labels, classes, self.n_cams,
-                                 self.n_mistakes, confusion=confusion if len(images) == len(test_set) else None)  # fmt: skip
+                                 self.n_mistakes, confusion=confusion if n == len(test_set) else None)  # fmt: skip
         pl_module.train(was_training)
         for name, fig in figs.items():
             logger.experiment.add_figure(f"test/{name}", fig, global_step=trainer.global_step)

@@ -53,16 +53,7 @@ def resolve_stats(
 
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in [0, 1]) of N x C x H x W uint8 images, in chunks to bound memory."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for i in range(0, len(images), chunk):
-        x = images[i : i + chunk].to(torch.float64).div_(255)
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += x.square().sum(dim=(0, 2, 3))
-    n = images.numel() / images.shape[1]
-    mean = total / n
-    std = (total_sq / n - mean.square()).clamp_min(1e-12).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
+    return TensorImageDataset(images, torch.zeros(len(images))).channel_stats(chunk)
 
 
 class InMemoryImageDataModule(pl.LightningDataModule):
@@ -185,7 +176,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
             if self.train_set is None:
                 self.train_set, self.val_set = self._load_fit()
                 self.train_set.transform = self._per_image
-            mean, std = channel_stats(self.train_set.images)
+            mean, std = self.train_set.channel_stats()
             self._mean_t, self._std_t = torch.tensor(mean), torch.tensor(std)
         return self._mean_t, self._std_t
 

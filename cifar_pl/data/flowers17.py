@@ -45,7 +45,7 @@ class Flowers17DataModule(ImageFolderDataModule):
         **kwargs,
     ):
         # The split is the dataset's own (official, or seeded 50/25/25): no val_size, no test_dir.
-        super().__init__(data_dir=data_dir, val_size=0.25, test_dir=None, **kwargs)
+        super().__init__(data_dir=data_dir, val_size=0.25, test_dir=None, test_size=None, **kwargs)
         if split not in (1, 2, 3):
             raise BadValue(f"split must be 1, 2 or 3 (the official splits of datasplits.mat), got {split!r}")
         self.download = download
@@ -67,6 +67,10 @@ class Flowers17DataModule(ImageFolderDataModule):
         return None
 
     def prepare_data(self) -> None:
+        self._ensure_layout()
+        super().prepare_data()  # the decoded-image cache
+
+    def _ensure_layout(self) -> None:
         if self._image_dir() is not None:
             return
         if not self.download:
@@ -87,7 +91,7 @@ class Flowers17DataModule(ImageFolderDataModule):
             ) from None
 
     def _scan(self, root: Path) -> tuple[list[Path], torch.Tensor]:
-        self.prepare_data()
+        self._ensure_layout()
         image_dir = self._image_dir()
         assert image_dir is not None
         numbers = sorted(
@@ -121,7 +125,7 @@ class Flowers17DataModule(ImageFolderDataModule):
 
     def _load_all(self) -> None:
         """Decode once and cut train/val/test: official split or seeded 50/25/25 per class."""
-        full, kept = self._decode(*self._scan(self.data_dir), what=f"Oxford 17 Flowers in {self.data_dir}")
+        full, kept = self._decode(self.data_dir, f"Oxford 17 Flowers in {self.data_dir}")
         numbers = self._numbers[kept]
         official = self._official_splits()
         if official is not None:
@@ -134,6 +138,10 @@ class Flowers17DataModule(ImageFolderDataModule):
         self.train_set, self.val_set = full.subset(parts["train"]), full.subset(parts["val"])
         self.train_set.transform = self._per_image
         self.test_set = full.subset(parts["test"])
+
+    @property
+    def test_is_validation(self) -> bool:
+        return False  # the official (or seeded) test split is its own
 
     def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
         self._load_all()

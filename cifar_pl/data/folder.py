@@ -10,12 +10,13 @@ from typing import Literal
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from ..checks import check_choice, check_class_names, check_number
+from ..checks import check_choice, check_class_names, check_number, check_size_or_fraction
 from ..errors import BadValue, MissingFile
 from ..images import ResizeMode, read_images
 from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
-from .tensor_dataset import TensorImageDataset, stratified_split
+from .cache import build, default_cache_dir, entry_dir, fingerprint, is_complete, open_entry
+from .tensor_dataset import TensorImageDataset, stratified_split3
 
 
 def decode_images(
@@ -45,9 +46,12 @@ def _listing(paths: Sequence[tuple[Path, str]], limit: int = 20) -> str:
 class ImageFolderDataModule(InMemoryImageDataModule):
     """Photos in ``data_dir/<class>/...``: one folder per class, class names from the folder names.
 
-    Every image is decoded once at ``setup``, converted to RGB and resized to ``image_size`` (``resize``:
-    ``squash`` or ``crop``, see ``read_image``); files that are no readable image are skipped with one warning
-    that names them, so nothing can fail mid-epoch.
+    Every image is decoded once, converted to RGB and resized to ``image_size`` (``resize``: ``squash`` or
+    ``crop``, see ``cifar_pl.images``); files that are no readable image are skipped with one warning that names
+    them, so nothing can fail mid-epoch. With ``cache`` (the default) the decoded images go to a file under
+    ``cache_dir`` the first time (``prepare_data``: once per machine, even under DDP) and every later run, and
+    every process, memory-maps that file (``cifar_pl.data.cache``): start-up takes seconds and memory does not
+    grow with the collection or the number of processes.
 
     Args:
         data_dir: the root holding one folder per class.
@@ -55,9 +59,13 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         max_per_class: keep at most this many images per class (a seeded random sample).
         image_size: side of the square the images are resized to (32 for CIFAR nets, 256 for Xception).
         resize: ``squash`` (whole image, aspect ratio lost) or ``crop`` (centre square).
-        val_size: share (or count) of each class kept for validation, stratified and seeded by ``split_seed``.
-        test_dir: a separate root with the same class folders for ``test``; without it, ``test`` scores the
-            validation split.
+        val_size: share (or count) of the images kept for validation, stratified and seeded by ``split_seed``.
+        test_size: share (or count) held out for ``test`` the same way, so the test figure comes from images no
+            checkpoint was chosen on.
+        test_dir: a separate root with the same class folders for ``test`` (instead of ``test_size``). With
+            neither, ``test`` scores the validation split and logs it as ``test_on_val/...``.
+        cache: decode once into a memory-mapped file (true), or into memory at every setup (false).
+        cache_dir: where the decoded files go (default ``$CIFAR_PL_CACHE``, else ``~/.cache/cifar_pl``).
         stats: normalisation: ``dataset`` (the training split's own mean/std, the default), or ``imagenet``
             for ImageNet-pretrained backbones, ``cifar10``/``cifar100`` for nets trained on CIFAR.
         Other arguments: see ``InMemoryImageDataModule``.
@@ -73,7 +81,10 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         resize: Literal["squash", "crop"] = "squash",
         test_dir: str | None = None,
         val_size: float | int = 0.2,
+        test_size: float | int | None = None,
         batch_size: int = 64,
+        cache: bool = True,
+        cache_dir: str | None = None,
         **kwargs,
     ):
         self.image_size = check_number(
@@ -86,6 +97,16 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.max_per_class = max_per_class
         self.resize = check_choice("resize", resize, ("squash", "crop"))
         self.test_dir = Path(test_dir).expanduser() if test_dir else None
+        if test_size is not None:
+            check_size_or_fraction("test_size", test_size)
+            if self.test_dir is not None:
+                raise BadValue(
+                    "give test_size (a share held out of data_dir) or test_dir (another root), not both"
+                )
+        self.test_size = test_size
+        self.cache = cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self._held_out: TensorImageDataset | None = None
         self._classes: list[str] | None = None
         self.skipped: list[tuple[Path, str]] = []  # (file, why) of every file that could not be read
 
@@ -138,33 +159,73 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             labels += [label] * len(files)
         return paths, torch.tensor(labels, dtype=torch.long)
 
-    def _decode(
-        self, paths: list[Path], labels: torch.Tensor, what: str
-    ) -> tuple[TensorImageDataset, list[int]]:
-        """The readable images of ``paths`` as a dataset, and their indices in ``paths``."""
-        rank_zero_info(f"{what}: decoding {len(paths)} files at {self.image_size}px ...")
-        images, kept, failed = decode_images(paths, self.image_size, self.resize)
+    def _roots(self) -> list[Path]:
+        return [self.data_dir] + ([self.test_dir] if self.test_dir is not None else [])
+
+    def _entry(self, root: Path) -> tuple[list[Path], torch.Tensor, Path]:
+        paths, labels = self._scan(root)
+        key = fingerprint(root, paths, labels.tolist(), self.image_size, self.resize)
+        return paths, labels, entry_dir(self.cache_dir, f"{root.name}-{self.image_size}px-{self.resize}", key)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per machine (local rank 0) before every process's setup: the one decode.
+        if self.cache:
+            for root in self._roots():
+                paths, labels, entry = self._entry(root)
+                if not is_complete(entry):
+                    rank_zero_info(
+                        f"{root}: decoding {len(paths)} files at {self.image_size}px into {entry} ..."
+                    )
+                    build(entry, paths, labels.tolist(), self.image_size, self.resize, str(root))
+
+    def _decode(self, root: Path, what: str) -> tuple[TensorImageDataset, list[int]]:
+        """The readable images under ``root`` as a dataset, and their indices in the scanned file list."""
+        if self.cache:
+            paths, labels, entry = self._entry(root)
+            if not is_complete(entry):  # outside Lightning (no prepare_data), or the cache was removed since
+                rank_zero_info(f"{what}: decoding {len(paths)} files at {self.image_size}px into {entry} ...")
+                build(entry, paths, labels.tolist(), self.image_size, self.resize, what)
+            decoded = open_entry(entry)
+            data = TensorImageDataset(decoded.images, decoded.labels, sums=decoded.sums)
+            kept, failed = decoded.kept, decoded.failed
+        else:
+            paths, labels = self._scan(root)
+            rank_zero_info(f"{what}: decoding {len(paths)} files at {self.image_size}px ...")
+            images, kept, failed = decode_images(paths, self.image_size, self.resize)
+            data = TensorImageDataset(images, labels[kept])
         if failed:
             self.skipped += failed
             rank_zero_warn(f"skipped {len(failed)} unreadable file(s) in {what}: {_listing(failed)}")
-        labels = labels[kept]
-        empty = [self.classes[c] for c in range(len(self.classes)) if not (labels == c).any()]
+        empty = [self.classes[c] for c in range(len(self.classes)) if not (data.labels == c).any()]
         if empty:
             raise BadValue(f"no readable image for class(es) {empty} in {what}; add images or drop the class")
         rank_zero_info(f"{what}: {len(kept)} images in {len(self.classes)} classes at {self.image_size}px")
-        return TensorImageDataset(images, labels), kept
+        return data, kept
 
     # ---- splits ----
+    @property
+    def test_is_validation(self) -> bool:
+        """``test`` scores the validation split (no test_size, no test_dir): its figure is selection-biased."""
+        return self.test_dir is None and self.test_size is None
+
     def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
-        full, _ = self._decode(*self._scan(self.data_dir), what=str(self.data_dir))
-        train_idx, val_idx = stratified_split(full.labels, self.val_size, self.split_seed)
+        full, _ = self._decode(self.data_dir, str(self.data_dir))
+        train_idx, val_idx, test_idx = stratified_split3(
+            full.labels, self.val_size, self.test_size, self.split_seed
+        )
+        self._held_out = full.subset(test_idx) if self.test_size is not None else None
         return full.subset(train_idx), full.subset(val_idx)
 
     def _load_test(self) -> TensorImageDataset:
-        if self.test_dir is None:
-            if self.val_set is None:
-                self.train_set, self.val_set = self._load_fit()
-                self.train_set.transform = self._per_image
-            rank_zero_info("no test_dir: `test` scores the validation split")
-            return self.val_set
-        return self._decode(*self._scan(self.test_dir), what=str(self.test_dir))[0]
+        if self.test_dir is not None:
+            return self._decode(self.test_dir, str(self.test_dir))[0]
+        if self.val_set is None:
+            self.train_set, self.val_set = self._load_fit()
+            self.train_set.transform = self._per_image
+        if self._held_out is not None:
+            return self._held_out
+        rank_zero_info(
+            "no test split (test_size or test_dir): `test` scores the validation split that chose the best "
+            "checkpoint; its metrics are logged as test_on_val/..."
+        )
+        return self.val_set

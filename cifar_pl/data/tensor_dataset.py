@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -13,11 +14,15 @@ from ..errors import BadValue
 
 
 class TensorImageDataset(Dataset):
-    """``images`` N x C x H x W uint8 and ``labels`` N int64, indexed a batch at a time.
+    """``images`` N x C x H x W uint8 and ``labels``, indexed a batch at a time.
 
     ``__getitems__`` lets the DataLoader fetch a whole batch with one tensor index instead of
     stacking 128 single images: uint8 stays uint8 (4x less to move than float) and conversion to
     float and normalisation happen on the training device, once per batch.
+
+    ``rows``: the dataset is these rows of ``images`` (a split of a memory-mapped cache: nothing is copied until a
+    batch is read); ``labels`` then has one label per row. ``sums``: each image's per-channel sum and sum of
+    squares (N x 2 x 3, from the cache), so ``channel_stats`` needs no pass over the pixels.
     """
 
     def __init__(
@@ -25,34 +30,79 @@ class TensorImageDataset(Dataset):
         images: torch.Tensor,
         labels: torch.Tensor,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
+        sums: np.ndarray | None = None,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"images must be an N x C x H x W uint8 tensor, got {images.dtype} {tuple(images.shape)}"
             )
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
+        n = len(rows) if rows is not None else len(images)
+        if n != len(labels):
+            raise ValueError(f"{n} images but {len(labels)} labels")
+        self._images = images
+        self.rows = rows
+        self.sums = sums
         self.labels = labels.long()
         self.transform = transform  # per-image (uint8 C x H x W -> uint8 C x H x W), in the loader
 
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image of the dataset (a view of an in-memory set; for rows of a cache, a copy: use ``take``)."""
+        return self._images if self.rows is None else self._images[self.rows]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self._images.shape[1:])
+
+    def take(self, index) -> torch.Tensor:
+        """The uint8 images at ``index`` (positions in this dataset: an int, a slice, a list or a tensor)."""
+        if self.rows is None:
+            return self._images[index]
+        rows = self.rows[index]
+        return self._images[rows] if rows.dim() else self._images[int(rows)]
+
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.images[index]
+        img = self.take(index)
         return (self.transform(img) if self.transform else img), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images[idx]
+        images = self.take(idx)
         if self.transform is not None:
             images = torch.stack([self.transform(img) for img in images])
         return images, self.labels[idx]
 
     def subset(self, indices: torch.Tensor) -> TensorImageDataset:
-        """A new dataset holding the rows ``indices`` (a copy: the split owns its rows)."""
-        return TensorImageDataset(self.images[indices], self.labels[indices])
+        """A new dataset holding the rows ``indices``: for an in-memory set a copy (the split owns its rows); for
+        rows of a cache, the row numbers only."""
+        if self.rows is None and self.sums is None:
+            return TensorImageDataset(self._images[indices], self.labels[indices])
+        base = self.rows if self.rows is not None else torch.arange(len(self._images))
+        return TensorImageDataset(self._images, self.labels[indices], rows=base[indices], sums=self.sums)
+
+    def channel_stats(self, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std (in [0, 1]) of the dataset's images: from the cache's per-image sums when
+        there are some, else in chunks of the pixels (to bound memory)."""
+        c, h, w = self.image_shape
+        if self.sums is not None:
+            rows = self.rows.numpy() if self.rows is not None else slice(None)
+            total = torch.from_numpy(self.sums[rows].sum(0))  # 2 x C
+            s, sq = total[0], total[1]
+        else:
+            s = torch.zeros(c, dtype=torch.float64)
+            sq = torch.zeros_like(s)
+            for i in range(0, len(self), chunk):
+                x = self.take(slice(i, i + chunk)).to(torch.float64).div_(255)
+                s += x.sum(dim=(0, 2, 3))
+                sq += x.square().sum(dim=(0, 2, 3))
+        n = len(self) * h * w
+        mean = s / n
+        std = (sq / n - mean.square()).clamp_min(1e-12).sqrt()
+        return tuple(mean.tolist()), tuple(std.tolist())
 
 
 def collate_batch(batch):
@@ -87,18 +137,39 @@ def stratified_split(
     """Like ``seeded_split``, but every class gives the same share to validation (a count ``val_size`` is
     spread over the classes in proportion to their sizes), so small classes are never left out of either side.
     """
+    train, val, _ = stratified_split3(labels, val_size, None, seed)
+    return train, val
+
+
+def _fraction(name: str, size: int | float, n: int) -> float:
+    size = check_size_or_fraction(name, size, total=n)
+    return size if isinstance(size, float) else size / max(1, n)
+
+
+def stratified_split3(
+    labels: torch.Tensor, val_size: int | float, test_size: int | float | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train / validation / test indices, every class giving the same shares (fractions of the whole, or counts
+    spread over the classes); each class keeps at least one training image. Seeded; with ``test_size`` None the
+    test part is empty and the split is exactly ``stratified_split``'s."""
     n = len(labels)
-    size = check_size_or_fraction("val_size", val_size, total=n)
-    frac = size if isinstance(size, float) else size / max(1, n)
+    val_frac = _fraction("val_size", val_size, n)
+    test_frac = _fraction("test_size", test_size, n) if test_size is not None else 0.0
+    if val_frac + test_frac >= 1:
+        raise BadValue(
+            f"val_size {val_size} and test_size {test_size} leave no training images; make them smaller"
+        )
     gen = torch.Generator().manual_seed(seed)
-    train, val = [], []
+    train, val, test = [], [], []
     for c in labels.unique(sorted=True):
         rows = (labels == c).nonzero().flatten()
         rows = rows[torch.randperm(len(rows), generator=gen)]
-        n_val = min(len(rows) - 1, round(frac * len(rows)))  # each class keeps a training row
+        n_val = min(len(rows) - 1, round(val_frac * len(rows)))  # each class keeps a training row
+        n_test = min(len(rows) - 1 - n_val, round(test_frac * len(rows)))
         val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+        test.append(rows[n_val : n_val + n_test])
+        train.append(rows[n_val + n_test :])
+    return tuple(torch.cat(part).sort().values for part in (train, val, test))  # type: ignore[return-value]
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -203,7 +203,8 @@ class ImageClassifier(pl.LightningModule):
         metrics.update(logits.detach(), hard)
         mean_loss.update(loss.detach(), weight=len(x))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        loss_key = getattr(self, "_test_loss_key", "test/loss") if stage == "test" else f"{stage}/loss"
+        self.log(loss_key, mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return logits if return_logits else loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -234,6 +235,13 @@ class ImageClassifier(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
+
+    def on_test_start(self) -> None:
+        # A DataModule whose test split is its validation split (photos without test_size/test_dir) says so; the
+        # figures are then logged (and printed) as test_on_val/..., never mistaken for a held-out test.
+        on_val = bool(getattr(self.trainer.datamodule, "test_is_validation", False))
+        self.test_metrics.prefix = "test_on_val/" if on_val else "test/"
+        self._test_loss_key = "test_on_val/loss" if on_val else "test/loss"
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch

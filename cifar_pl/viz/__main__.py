@@ -40,7 +40,7 @@ def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
         raise BadValue(
             f"the {args.split} split is empty; try --split {'test' if args.split == 'val' else 'val'}"
         )
-    return data.images[: args.max_images], data.labels[: args.max_images]
+    return data.take(slice(0, args.max_images)), data.labels[: args.max_images]
 
 
 def _files(predictor: Predictor, paths: list[str]) -> list[tuple[str, torch.Tensor]]:

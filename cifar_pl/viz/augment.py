@@ -58,7 +58,7 @@ def preview_figures(datamodule, n_images: int = 8, draws: int = 6, seed: int = 0
     ds = datamodule.train_set
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[: max(n_images, 32)]
-    images, labels = ds.images[idx], ds.labels[idx]
+    images, labels = ds.take(idx), ds.labels[idx]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         augmented = datamodule.augment_examples(images[:n_images], draws)
