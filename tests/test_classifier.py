@@ -44,10 +44,10 @@ def test_constant_warmup_then_a_factor_per_milestone():
 
 def test_constant_and_unknown_schedule():
     assert LRMultiplier("constant", total_steps=10)(7) == 1.0
-    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
-        LRMultiplier("linear", total_steps=10)(3)
-    with pytest.raises(ValueError, match="model.scheduler: unknown value 'linear'"):
-        ImageClassifier(net="model_a", scheduler="linear")
+    with pytest.raises(ValueError, match="unknown schedule 'triangle'"):
+        LRMultiplier("triangle", total_steps=10)(3)
+    with pytest.raises(ValueError, match="model.scheduler: unknown value 'triangle'"):
+        ImageClassifier(net="model_a", scheduler="triangle")
 
 
 def test_onecycle_is_torchs_curve_and_cycles_momentum_only_when_asked():

@@ -54,6 +54,17 @@ def test_speed_switches_train_and_report_on_the_gpu(variant, cifar10_root, tmp_p
     assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["test/loss"])
 
 
+def test_the_speed_preset_on_the_gpu(cifar10_root, tmp_path, monkeypatch):
+    # resident uint8 set on the GPU, alternating flips, whitening, EMA/lookahead, TTA, bf16 + channels_last + compile
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli("fit", "speed/speednet", cifar10_root, f"{GPU} --trainer.max_epochs 3 --model.warmup_epochs 0.5 "
+                  "--data.val_size 24 --data.batch_size 32 --data.eval_batch_size 64")  # fmt: skip
+    dm, model = cli.datamodule, cli.model
+    assert cli.trainer.state.finished and model.net.whitened and bool(model.ema.started)
+    assert [d.type for d in dm._resident_on] == ["cuda"]
+    assert torch.isfinite(cli.trainer.callback_metrics["test/loss"])
+
+
 def test_predict_and_viz_on_the_gpu(cifar10_root, tmp_path, monkeypatch):
     from PIL import Image
 

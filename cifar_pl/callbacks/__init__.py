@@ -6,8 +6,9 @@ from .rng import RNGState
 from .run_config import RunConfig, StageStart
 from .stop import GracefulStop
 from .test_report import TestReport
+from .whiten import WhitenFromData
 
 __all__ = [
-    "BatchNormEval", "DataPreview", "FreezeBackbone", "GracefulStop", "RNGState", "RunConfig", "StageStart", "TestReport",
+    "BatchNormEval", "DataPreview", "FreezeBackbone", "GracefulStop", "RNGState", "RunConfig", "StageStart", "TestReport", "WhitenFromData",
     "batchnorm_layers", "body_parameters",
 ]  # fmt: skip

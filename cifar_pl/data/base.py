@@ -17,6 +17,7 @@ from ..errors import BadValue
 from .tensor_dataset import (
     EpochProgress,
     EpochShuffleSampler,
+    IndexDataset,
     ResumableLoader,
     TensorImageDataset,
     collate_batch,
@@ -81,6 +82,10 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         augment_on_device: ``auto`` runs a pipeline of crop/flip/shift/grayscale/cutout batched on the training
             device and anything else per image in the loader; ``false`` forces per-image; ``true`` insists on
             batched.
+        resident: move the uint8 training set to the training device once, at the first batch, and gather each
+            batch there by index (the loader hands out indices only: no per-batch copy from the host). Needs a
+            batched augmentation (per-image steps run in the loader, which then never sees an image). On a CPU
+            the images already are where training runs: batches are gathered from them in place.
     """
 
     default_stats: str = "dataset"
@@ -100,6 +105,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         std: list[float] | None = None,
         augment: str | list[dict[str, Any]] | None = "none",
         augment_on_device: bool | Literal["auto"] = "auto",
+        resident: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()  # also collects a subclass's own arguments
@@ -115,6 +121,20 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         )  # bad values fail here
         self._batch_augment = self.augmentation.on_batch()
         self._per_image = self.augmentation.per_image()
+        if not isinstance(resident, bool):
+            raise BadValue(f"resident must be true or false, got {resident!r}")
+        if resident and self._per_image is not None:
+            slow = [s["name"] for s in self.augmentation.image_steps]
+            raise BadValue(
+                f"resident: true gathers batches on the device, where only batched augmentation runs, but "
+                f"{', '.join(slow)} runs per image in the loader; use batched steps only or resident: false"
+            )
+        if self.augmentation.needs_index and not resident:
+            raise BadValue(
+                "augment step alternating_flip needs resident: true (it knows images by their index)"
+            )
+        self.resident = resident
+        self._resident_on: dict[torch.device, torch.Tensor] = {}
         self._mixing = None  # built in setup, once num_classes is certain
         self.data_dir = Path(data_dir).expanduser()
         self.val_size = val_size
@@ -207,6 +227,9 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         )
         if not train:
             return DataLoader(dataset, **common)
+        if self.resident:  # indices and labels only; the images are gathered on the device
+            dataset = IndexDataset(dataset.labels)
+            common.update(num_workers=0, persistent_workers=False, pin_memory=False)
         self._progress = EpochProgress()
         return ResumableLoader(dataset, sampler=EpochShuffleSampler(len(dataset), seed), progress=self._progress,
                                **common)  # fmt: skip
@@ -231,30 +254,51 @@ class InMemoryImageDataModule(pl.LightningDataModule):
             self._on_device[x.device] = (mean.to(x.device), std.to(x.device))
         return normalize_uint8(x, *self._on_device[x.device])
 
-    def augment_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """The batched training augmentation of a uint8 batch (identity when the pipeline runs per image)."""
-        return self._batch_augment(x) if self._batch_augment is not None else x
+    def augment_batch(
+        self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0
+    ) -> torch.Tensor:
+        """The batched training augmentation of a uint8 batch (identity when the pipeline runs per image);
+        ``index``: the images' positions in the training set (needed by ``alternating_flip``)."""
+        return self._batch_augment(x, index, epoch) if self._batch_augment is not None else x
+
+    def resident_images(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 training images at ``index``, gathered on ``index``'s device (the whole training set is moved
+        there once, at the first call; on the CPU it is read in place)."""
+        device = index.device
+        if device.type == "cpu":
+            return self.train_set.take(index)
+        if device not in self._resident_on:
+            self._resident_on[device] = self.train_set.images.to(device)
+        return self._resident_on[device][index]
 
     def augment_examples(self, images: torch.Tensor, draws: int) -> torch.Tensor:
         """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W), drawn as
         training would draw them; batch-level steps (MixUp, CutMix) are not shown."""
         if self._per_image is not None:
             return torch.stack([torch.stack([self._per_image(img) for _ in range(draws)]) for img in images])
-        return self.augment_batch(images.repeat_interleave(draws, 0)).view(
-            len(images), draws, *images.shape[1:]
-        )
+        # an index-keyed step (alternating_flip) shows each image in ``draws`` successive epochs
+        index = torch.arange(len(images), device=images.device)
+        if self.augmentation.needs_index:
+            x = torch.stack([self.augment_batch(images, index, epoch) for epoch in range(draws)], 1)
+            return x
+        x = self.augment_batch(images.repeat_interleave(draws, 0), index.repeat_interleave(draws))
+        return x.view(len(images), draws, *images.shape[1:])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Only uint8 image batches are ours to normalise (the model summary also sends a float example through).
         if isinstance(batch, torch.Tensor):
             return self.normalize(batch) if batch.dtype == torch.uint8 else batch
         x, *rest = batch
+        training = self.trainer is not None and self.trainer.training
+        index = None
+        if self.resident and training and x.dim() == 1:  # indices into the resident training set
+            index, x = x, self.resident_images(x)
         if x.dtype != torch.uint8:
             return batch
-        training = self.trainer is not None and self.trainer.training
+        epoch = getattr(self.trainer, "current_epoch", 0) if training else 0
         if training:  # the place in the epoch that a checkpoint written after this step records
-            self._progress.advance(getattr(self.trainer, "current_epoch", 0))
-        x = self.normalize(self.augment_batch(x) if training else x)
+            self._progress.advance(epoch)
+        x = self.normalize(self.augment_batch(x, index, epoch) if training else x)
         if training and self._mixing is not None:
             x, y = self._mixing(x, rest[0])
             rest = [y, *rest[1:]]

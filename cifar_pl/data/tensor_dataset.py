@@ -105,6 +105,24 @@ class TensorImageDataset(Dataset):
         return tuple(mean.tolist()), tuple(std.tolist())
 
 
+class IndexDataset(Dataset):
+    """Positions 0..N-1 with their labels: the loader of a device-resident training set hands out only these, and
+    the images are gathered where they live (``InMemoryImageDataModule(resident=True)``)."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(index), self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return idx, self.labels[idx]
+
+
 def collate_batch(batch):
     """Collate for ``TensorImageDataset``: ``__getitems__`` already returned the stacked batch."""
     return batch

@@ -8,7 +8,10 @@ A pipeline is a preset name or a list of steps, each ``{name: <step>, <param>: <
 Image steps run on uint8 C x H x W tensors (torchvision v2 where it has the transform). ``random_crop``,
 ``hflip``, ``vflip``, ``shift``, ``grayscale`` and ``cutout`` also have a batched implementation that augments a whole uint8
 batch at once on the training device, with the same distribution per image; a pipeline made only of those runs
-batched. Batch steps (``mixup``, ``cutmix``) mix normalised training batches and produce soft targets.
+batched. ``alternating_flip`` is batched only and needs ``resident: true`` (it knows each image by its index):
+half the images, chosen by a fixed hash of their index, are mirrored in even epochs, the other half in odd ones,
+so every image is seen both ways every two epochs (the speed recipes' flip). Batch steps (``mixup``,
+``cutmix``) mix normalised training batches and produce soft targets.
 """
 
 from __future__ import annotations
@@ -167,6 +170,33 @@ def _batched_shift(fraction=0.1, fill=0):
     return apply
 
 
+def alternating_flip(x: torch.Tensor, index: torch.Tensor, epoch: int, seed: int = 0) -> torch.Tensor:
+    """Mirror image ``index[i]`` in epoch ``epoch`` when a fixed hash bit of (index, seed) differs from the epoch's
+    parity: each image is mirrored every other epoch, half of them starting at epoch 0."""
+    mixed = (
+        index.long() + seed * 40503
+    ) * 2654435761  # Knuth's multiplicative hash; any device, no generator
+    bit = ((mixed >> 15) & 1).bool()
+    flip = bit ^ bool(epoch % 2)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class _Indexed:
+    """A batched step that also needs each image's index in the dataset and the epoch."""
+
+    needs_index = True
+
+    def __init__(self, fn: Callable[..., torch.Tensor], **params):
+        self.fn, self.params = fn, params
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.fn(x, index, epoch, **self.params)
+
+
+def needs_index(fn: Callable) -> bool:
+    return getattr(fn, "needs_index", False)
+
+
 def _image_shift(fraction=0.1, fill=0):
     fx, fy = (fraction, fraction) if isinstance(fraction, (int, float)) else fraction
     return v2.RandomAffine(degrees=0, translate=(fx, fy), fill=fill)
@@ -181,6 +211,7 @@ STEPS: dict[str, Step] = {
             lambda x: batch_crop(x, padding, padding_mode, fill)),
     ),
     "hflip": Step(image=lambda p=0.5: v2.RandomHorizontalFlip(p), batched=lambda p=0.5: (lambda x: batch_flip(x, p, 3))),
+    "alternating_flip": Step(batched=lambda seed=0: _Indexed(alternating_flip, seed=seed)),
     "vflip": Step(image=lambda p=0.5: v2.RandomVerticalFlip(p), batched=lambda p=0.5: (lambda x: batch_flip(x, p, 2))),
     "shift": Step(image=_image_shift, batched=_batched_shift),
     "cutout": Step(
@@ -242,6 +273,8 @@ def _check_params(name: str, params: dict[str, Any], side: int) -> None:
         if "padding_mode" in params:
             check_choice(f"{where}: padding_mode", params["padding_mode"], PaddingMode)
         num("size", 1, side + 2 * params.get("padding", 4), integer=True)
+    elif name == "alternating_flip":
+        num("seed", 0, 2**31 - 1, integer=True)
     elif name in ("hflip", "vflip", "grayscale"):
         num("p", 0, 1)
     elif name == "shift":
@@ -350,6 +383,14 @@ class Augmentation:
         image_steps = [s for s in steps if STEPS[s["name"]].batch_level is None]
         batch_steps = [s for s in steps if STEPS[s["name"]].batch_level is not None]
         can_batch = all(_batchable(s) for s in image_steps)
+        indexed = [s["name"] for s in image_steps if STEPS[s["name"]].image is None]
+        if indexed and (not can_batch or on_device is False):
+            why = (
+                "augment_on_device is false"
+                if can_batch
+                else (f"{', '.join(s['name'] for s in image_steps if not _batchable(s))} runs per image")
+            )
+            raise BadValue(f"{', '.join(indexed)} has only a batched version, and {why}; drop one of them")
         if on_device is True and not can_batch:
             slow = [s["name"] for s in image_steps if not _batchable(s)]
             raise BadValue(
@@ -365,15 +406,26 @@ class Augmentation:
             return None
         return v2.Compose([_build(s, "image", side=self.image_size) for s in self.image_steps])
 
-    def on_batch(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The batched uint8 transform for the device (None unless the pipeline runs batched)."""
+    @property
+    def needs_index(self) -> bool:
+        """Whether a step needs each image's dataset index and the epoch (``alternating_flip``)."""
+        return any(STEPS[s["name"]].image is None for s in self.image_steps)
+
+    def on_batch(self) -> Callable[..., torch.Tensor] | None:
+        """The batched uint8 transform for the device, ``apply(x, index=None, epoch=0)`` (None unless the pipeline
+        runs batched); ``index`` (each image's position in the training set) is needed by ``alternating_flip``."""
         if not self.batched:
             return None
         fns = [_build(s, "batched", side=self.image_size) for s in self.image_steps]
 
-        def apply(x: torch.Tensor) -> torch.Tensor:
+        def apply(x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> torch.Tensor:
             for fn in fns:
-                x = fn(x)
+                if not needs_index(fn):
+                    x = fn(x)
+                elif index is None:
+                    raise ValueError("this pipeline needs the images' dataset indices (alternating_flip)")
+                else:
+                    x = fn(x, index, epoch)
             return x
 
         return apply

@@ -17,10 +17,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from ..checks import check_choice, check_class_names, check_number
 from ..errors import BadValue, TrainingDiverged
 from ..models import create_model, get_cfg, load_weights, split_parameters
+from .average import WeightAverage
 from .schedule import LRMultiplier, PlannedLR, Scheduler, WarmupMode, milestone_factors
+from .tta import tta_logits
 
 STAGES = ("train", "val", "test")
 Optimizer = Literal["sgd", "adam", "adamw"]
+TTA = Literal["none", "flip", "flip_translate"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -41,7 +44,8 @@ class ImageClassifier(pl.LightningModule):
         body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
             pretrained body gently while a new head learns fast). Frozen parameters (``FreezeBackbone``) stay
             in the optimiser without gradients, so unfreezing later needs no new parameter group.
-        scheduler: ``constant``, ``multistep``, ``cosine`` or ``onecycle`` (torch's OneCycleLR curve).
+        scheduler: ``constant``, ``multistep``, ``cosine``, ``linear`` (down to ``min_lr``) or ``onecycle``
+            (torch's OneCycleLR curve).
         interval: ``step``: cosine/multistep move every optimiser step; ``epoch``: only at epoch starts. Warmup
             always rises per step, and one-cycle is always per step.
         warmup_epochs: warmup length in epochs (fractions allowed); for onecycle, its rising part.
@@ -54,6 +58,19 @@ class ImageClassifier(pl.LightningModule):
         cycle_momentum: one-cycle only: [low, high] momentum (Adam: beta1) cycled against the LR, high at both
             ends (torch's OneCycleLR uses [0.85, 0.95]); null keeps ``momentum`` fixed.
         label_smoothing: of the cross-entropy loss.
+        bias_lr_factor: LR of every 1-d parameter (BatchNorm shifts, biases) relative to ``lr``, with its weight
+            decay divided by the same factor so the decay per step stays the same (the speed recipes use 64).
+        ema_decay: keep an exponential moving average of the net's weights (and BN statistics), updated every
+            ``ema_every`` steps with this decay, and validate, test and predict with it. None: no average.
+        ema_ramp: the decay grows from 0 to ``ema_decay`` as (progress of the run) ** ``ema_ramp`` (0: constant;
+            the speed recipes use 3, so the average follows the net closely early on).
+        ema_lookahead: copy the average back into the trained net at each update (lookahead, as the speed
+            recipes do), instead of only evaluating with it.
+        tta: test-time augmentation of test and prediction: ``flip`` averages the logits of each image and its
+            mirror; ``flip_translate`` also of both shifted by one pixel diagonally (6 views). Validation stays
+            one view (it runs every epoch and picks the best checkpoint; the test score is the TTA one).
+        sync_every: the per-step checks that wait for the device (the non-finite loss check, the progress bar's
+            step loss) every N steps (0: never), so a fast GPU loop does not stall on each step.
         init_from: start the net from this weights file (our checkpoint or a plain state dict).
         init_strict: with ``init_from``, require every name and shape to fit; if false, load what fits
             and list the rest.
@@ -87,6 +104,13 @@ class ImageClassifier(pl.LightningModule):
         min_lr: float = 0.0,
         cycle_momentum: tuple[float, float] | None = None,
         label_smoothing: float = 0.0,
+        bias_lr_factor: float = 1.0,
+        ema_decay: float | None = None,
+        ema_every: int = 1,
+        ema_ramp: float = 0.0,
+        ema_lookahead: bool = False,
+        tta: TTA = "none",
+        sync_every: int = 1,
         init_from: str | None = None,
         init_strict: bool = True,
         channels_last: bool = False,
@@ -97,6 +121,8 @@ class ImageClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self._check_arguments()
         self.net = create_model(net, num_classes=num_classes, **(net_kwargs or {}))
+        # a copy whose weights follow the net's; evaluation uses it
+        self.ema: WeightAverage | None = WeightAverage(self.net) if ema_decay is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self._weights_loaded = init_from is None
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -145,6 +171,13 @@ class ImageClassifier(pl.LightningModule):
         check_number("model.warmup_factor", hp.warmup_factor, 0, 1, lo_open=hp.warmup_mode == "constant")
         check_number("model.min_lr", hp.min_lr, 0, max(hp.lr, 0))
         check_number("model.label_smoothing", hp.label_smoothing, 0, 1, hi_open=True)
+        check_number("model.bias_lr_factor", hp.bias_lr_factor, 0, None, lo_open=True)
+        if hp.ema_decay is not None:
+            check_number("model.ema_decay", hp.ema_decay, 0, 1, lo_open=True, hi_open=True)
+        check_number("model.ema_every", hp.ema_every, 1, integer=True)
+        check_number("model.ema_ramp", hp.ema_ramp, 0, 10)
+        check_choice("model.tta", hp.tta, TTA)
+        check_number("model.sync_every", hp.sync_every, 0, integer=True)
         milestones = list(hp.milestones or [])
         for m in milestones:
             check_number("model.milestones", m, 1, integer=True)
@@ -168,14 +201,26 @@ class ImageClassifier(pl.LightningModule):
                     f"model.cycle_momentum {list(hp.cycle_momentum)} does nothing with scheduler {hp.scheduler}"
                 )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self._memory_format))
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The net that validation, test and prediction use: the weight average once it has begun."""
+        return self.ema.module if self.ema is not None and bool(self.ema.started) else self.net
+
+    def forward(self, x: torch.Tensor, tta: bool = True) -> torch.Tensor:
+        """Training: the net's logits. Evaluation: the average's (when there is one), over the ``tta`` views
+        unless ``tta`` is false (validation: one view)."""
+        x = x.contiguous(memory_format=self._memory_format)
+        if self.training:
+            return self.net(x)
+        return tta_logits(self.eval_net, x, self.hparams.tta if tta else "none")
 
     def configure_model(self) -> None:
         # Once per process, after the module is on its device: memory format, then compilation. The net is
         # compiled in place (nn.Module.compile), so state-dict keys and checkpoints are unchanged.
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
+            if self.ema is not None:
+                self.ema.to(memory_format=torch.channels_last)
         if self.hparams.compile and not self._compiled:
             self.net.compile(mode=self.hparams.compile_mode)
             self._compiled = True
@@ -195,7 +240,7 @@ class ImageClassifier(pl.LightningModule):
     # ---- steps ----
     def _shared_step(self, batch, stage: str, return_logits: bool = False) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self(x, tta=stage == "test")
         # Soft (N x C) targets, e.g. from MixUp, go straight into the loss; metrics score their argmax.
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         hard = y if y.dim() == 1 else y.argmax(dim=1)
@@ -209,11 +254,25 @@ class ImageClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
-        # One device sync per step (the progress bar, when shown, makes the same one to print the loss).
-        if not torch.isfinite(loss):
+        # Waits for the device (the progress bar, when shown, makes the same wait to print the loss): every
+        # `sync_every` steps only.
+        every = self.hparams.sync_every
+        if every and self.global_step % every == 0 and not torch.isfinite(loss):
             raise TrainingDiverged(self._non_finite_message(loss, batch_idx))
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=every == 1)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        hp = self.hparams
+        if self.ema is None or self.global_step % hp.ema_every:
+            return
+        decay = hp.ema_decay
+        if hp.ema_ramp:  # small early (the average follows the net), ema_decay at the end of the run
+            total = max(1, self.trainer.estimated_stepping_batches)
+            decay *= min(1.0, self.global_step / total) ** hp.ema_ramp
+        self.ema.update(self.net, decay)
+        if hp.ema_lookahead:  # the trained weights jump to the average
+            self.ema.copy_to(self.net)
 
     def _non_finite_message(self, loss: torch.Tensor, batch_idx: int) -> str:
         trainer = self._trainer
@@ -270,23 +329,27 @@ class ImageClassifier(pl.LightningModule):
     # ---- optimiser and schedule ----
     def _param_groups(self) -> list[dict[str, Any]]:
         hp = self.hparams
-        # Every parameter, trainable now or not: a frozen one has no gradient, so the optimiser skips it
-        # (no update, no weight decay, no momentum) until a callback unfreezes it.
-        params = list(self.parameters())
+        # Every parameter of the net, trainable now or not: a frozen one has no gradient, so the optimiser skips
+        # it (no update, no weight decay, no momentum) until a callback unfreezes it. (The weight average, when
+        # there is one, is not trained.)
+        params = list(self.net.parameters())
         if hp.body_lr_factor == 1:
             parts = [("all", params, hp.lr)]
         else:
             body, head = split_parameters(self.net)
             parts = [("body", body, hp.lr * hp.body_lr_factor), ("classifier", head, hp.lr)]
+        split = hp.no_decay_bn_bias or hp.bias_lr_factor != 1
         groups = []
         for name, ps, lr in parts:
-            if not hp.no_decay_bn_bias or hp.weight_decay == 0:
+            if not split:
                 groups.append({"name": name, "params": ps, "lr": lr, "weight_decay": hp.weight_decay})
                 continue
+            vector_decay = 0.0 if hp.no_decay_bn_bias else hp.weight_decay / hp.bias_lr_factor
             groups.append({"name": name, "params": [p for p in ps if p.ndim > 1], "lr": lr,
                            "weight_decay": hp.weight_decay})  # fmt: skip
-            groups.append({"name": f"{name}_no_decay", "params": [p for p in ps if p.ndim <= 1], "lr": lr,
-                           "weight_decay": 0.0})  # fmt: skip
+            groups.append({"name": f"{name}_no_decay" if hp.no_decay_bn_bias else f"{name}_bias",
+                           "params": [p for p in ps if p.ndim <= 1], "lr": lr * hp.bias_lr_factor,
+                           "weight_decay": vector_decay})  # fmt: skip
         groups = [g for g in groups if g["params"]]
         if len(groups) == 1:  # one group logs its LR as plain `lr-SGD`
             del groups[0]["name"]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-Scheduler = Literal["constant", "multistep", "cosine", "onecycle"]
+Scheduler = Literal["constant", "multistep", "cosine", "linear", "onecycle"]
 WarmupMode = Literal["linear", "constant"]
 # torch's OneCycleLR: start at max_lr / 25, end at max_lr / 25 / 1e4, cosine both ways.
 ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 25.0, 1e4
@@ -33,7 +33,8 @@ class LRMultiplier:
     ``warmup_steps``: ``linear`` rises from ``warmup_factor`` to 1 (``(s+1)/(W+1)`` when the factor is 0);
     ``constant`` holds ``warmup_factor`` (He et al.'s 0.01 for ResNet-110 is factor 0.1 at LR 0.1). Then
     ``constant`` stays at 1, ``multistep`` multiplies by each milestone's factor once its step is reached,
-    ``cosine`` falls to ``min_factor`` at ``total_steps``, ``onecycle`` is torch's OneCycleLR (cosine up to 1
+    ``cosine`` falls to ``min_factor`` at ``total_steps``, ``linear`` falls to it in a straight line (the speed
+    recipes' warmdown), ``onecycle`` is torch's OneCycleLR (cosine up to 1
     over ``pct_start`` of the run from 1/25, then down to 1/25/1e4).
     """
 
@@ -62,10 +63,12 @@ class LRMultiplier:
             return 1.0
         if self.kind == "multistep":
             return math.prod(g for m, g in zip(self.milestones, self.gammas, strict=True) if step >= m)
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
         if self.kind == "cosine":
-            span = max(1, self.total_steps - self.warmup_steps)
-            progress = min(1.0, (step - self.warmup_steps) / span)
             return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "linear":
+            return 1 + (self.min_factor - 1) * progress
         raise ValueError(f"unknown schedule {self.kind!r}")  # the model checks the name before building one
 
     def _onecycle(self, step: int) -> float:

@@ -1,7 +1,7 @@
 """Plain ``nn.Module`` nets, registered by name. Importing this package registers every family."""
 
 from ..checkpoints import read_state_dict
-from . import convnets, resnet_cifar, shake_shake, timm_backbones, vgg  # noqa: F401  (registration side effect)
+from . import convnets, resnet_cifar, shake_shake, speed, timm_backbones, vgg  # noqa: F401  (registration side effect)
 from ._base import ClassifierNet, GlobalAvgPoolHead, split_parameters
 from ._registry import NetCfg, create_model, get_cfg, is_model, list_models, register_model
 from ._weights import LoadReport, load_weights

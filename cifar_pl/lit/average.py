@@ -1,0 +1,43 @@
+"""A moving average of a net's weights, for evaluation (EMA) or pulled back into the net (lookahead)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+class WeightAverage(nn.Module):
+    """``module``: a copy of the net whose floating parameters and buffers (BatchNorm statistics included) move
+    towards the net's at each ``update`` by ``1 - decay``; integer buffers are copied. Its state is saved with
+    the model, so a resumed run continues the same average."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(net)
+        self.module.requires_grad_(False)
+        self.register_buffer("started", torch.tensor(False))
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, decay: float) -> None:
+        if not bool(self.started):  # the first update takes the net as it is
+            decay = 0.0
+            self.started.fill_(True)
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        theirs = list(net.parameters()) + list(net.buffers())
+        floats = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [b.detach() for _, b in floats], 1.0 - decay)
+        for a, b in zip(mine, theirs, strict=True):
+            if not a.is_floating_point():
+                a.copy_(b)
+
+    @torch.no_grad()
+    def copy_to(self, net: nn.Module) -> None:
+        """Set the net's parameters and floating buffers (BatchNorm statistics) to the average (lookahead)."""
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        theirs = list(net.parameters()) + list(net.buffers())
+        pairs = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
+        if pairs:
+            torch._foreach_copy_([b for _, b in pairs], [a for a, _ in pairs])
