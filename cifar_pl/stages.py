@@ -29,8 +29,8 @@ RESUME_NEUTRAL = (
     "trainer.logger", "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
     "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.num_sanity_val_steps",
     "data.init_args.data_dir", "data.init_args.test_dir", "data.init_args.num_workers", "data.init_args.pin_memory",
-    "data.init_args.eval_batch_size", "data.init_args.download",
-    "model.compile", "model.compile_mode", "model.channels_last", "model.init_from", "model.init_strict",
+    "data.init_args.eval_batch_size", "data.init_args.download", "data.init_args.resident",
+    "model.sync_every", "model.compile", "model.compile_mode", "model.channels_last", "model.init_from", "model.init_strict",
     "checkpoint", "last_checkpoint",
 )  # fmt: skip
 # Linked from the data at instantiation; compared through the data.
@@ -62,6 +62,22 @@ def _as_config(ckpt: Checkpoint) -> dict[str, Any]:
     return {"model": dict(ckpt.model_args), "data": data}
 
 
+def _defaults() -> dict[str, Any]:
+    """The default of every model and (base) DataModule argument, as dotted config keys: a checkpoint written
+    before an argument existed trained with its default, so a config that holds the default changes nothing."""
+    import inspect
+
+    from .data.base import InMemoryImageDataModule
+    from .lit import ImageClassifier
+
+    out: dict[str, Any] = {}
+    for prefix, cls in (("model.", ImageClassifier), ("data.init_args.", InMemoryImageDataModule)):
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                out[prefix + name] = param.default
+    return out
+
+
 def differences(
     old: Mapping[str, Any], new: Mapping[str, Any], only_common: bool = False
 ) -> list[tuple[str, Any, Any]]:
@@ -69,14 +85,17 @@ def differences(
     a, b = flatten(old), flatten(new)
     keys = (a.keys() & b.keys()) if only_common else (a.keys() | b.keys())
     missing = object()
+    defaults = _defaults()
     out = []
     for key in sorted(keys):
         if _neutral(key):
             continue
         va, vb = a.get(key, missing), b.get(key, missing)
         if va is missing or vb is missing:
-            # a key only one side has is a change unless it holds the default of nothing
-            if (va if vb is missing else vb) in (None, [], {}):
+            # a key only one side has is a change unless it holds nothing, or the argument's default (a
+            # checkpoint from before the argument existed)
+            present = va if vb is missing else vb
+            if present in (None, [], {}) or _canon(present) == _canon(defaults.get(key, missing)):
                 continue
         if _canon(va) != _canon(vb):
             out.append((key, None if va is missing else va, None if vb is missing else vb))

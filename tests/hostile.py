@@ -74,7 +74,7 @@ CASES = [
     Case("augmentation parameter that does not exist", "cli", _c10("--data.augment", "[{name: cutout, sizee: 8}]"),
          "augment step 'cutout' has no parameter sizee"),
     Case("unknown optimiser", "cli", _c10("--model.optimizer", "adamm"),
-         "model.optimizer: unknown value 'adamm'; choose one of sgd, adam, adamw"),
+         "model.optimizer: unknown value 'adamm'; choose one of sgd, adam, adamw, rmsprop"),
     Case("unknown scheduler", "cli", _c10("--model.scheduler", "cosin"), "model.scheduler: unknown value 'cosin'"),
     Case("unknown stats", "cli", _c10("--data.stats", "imagnet"),
          "data.stats: unknown value 'imagnet'; choose one of default, dataset, cifar10"),

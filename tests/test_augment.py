@@ -255,3 +255,17 @@ def test_a_per_image_crop_keeps_the_images_size(size, tmp_path):
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape[1:] == (3, size, size)
     assert dm.augment_examples(dm.train_set.images[:2], 2).shape[2:] == (3, size, size)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge"])
+def test_batched_padding_modes_are_numpys(mode):
+    # every padding_mode the config accepts runs on the batched path (symmetric once failed at the first batch)
+    import numpy as np
+
+    from cifar_pl.data.transforms import _pad
+
+    x = torch.randint(0, 256, (2, 3, 5, 6), dtype=torch.uint8)
+    expected = np.pad(x.numpy(), ((0, 0), (0, 0), (3, 3), (3, 3)), mode=mode)
+    assert np.array_equal(_pad(x, 3, mode, 0).numpy(), expected)
+    aug = Augmentation.from_config([{"name": "random_crop", "padding": 3, "padding_mode": mode}])
+    assert aug.batched and aug.on_batch()(x).shape == x.shape

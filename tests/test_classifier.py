@@ -111,7 +111,13 @@ def test_weight_decay_can_spare_bn_and_biases():
 
 
 @pytest.mark.parametrize(
-    "name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+    "name, cls",
+    [
+        ("sgd", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
 )
 def test_optimizers(name, cls):
     out = _configure(ImageClassifier(net="model_a", optimizer=name, lr=0.01, scheduler="constant"))
@@ -214,3 +220,50 @@ def test_non_finite_loss_stops_with_the_step_and_what_to_try(cifar10_root, tmp_p
     assert f"the last good checkpoint is {last.relative_to(tmp_path)}" in msg
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] >= 1
+
+
+def test_rmsprop_steps_as_keras_does():
+    # Keras: v = rho v + (1 - rho) g^2; p -= lr g / (sqrt(v) + 1e-7), rho 0.9, no momentum
+    from types import SimpleNamespace
+
+    model = ImageClassifier(net="model_a", optimizer="rmsprop", lr=1e-3, weight_decay=0.0)
+    model._trainer = SimpleNamespace(num_training_batches=float("inf"))  # the provisional plan: LR factor 1
+    opt = model.configure_optimizers()["optimizer"]
+    assert isinstance(opt, torch.optim.RMSprop)
+    p = next(model.net.parameters())
+    before = p.detach().clone()
+    p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    torch.testing.assert_close(p.detach(), before - 1e-3 * 0.5 / (math.sqrt(0.1 * 0.25) + 1e-7))
+    with pytest.raises(ValueError, match="model.rho"):
+        ImageClassifier(net="model_a", optimizer="rmsprop", rho=1.0)
+
+
+def test_hp_metric_is_the_best_validation_accuracy_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):
+    from .conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli("fit", "quickstart", cifar10_root, "--trainer.max_epochs 3 --test_after_fit false")
+    model = cli.model
+    accs = [float(v) for v in _scalars(cli.trainer.log_dir, "val/acc")]
+    assert _scalars(cli.trainer.log_dir, "hp_metric")[-1] == pytest.approx(max(accs))
+    assert model.best_val_acc == pytest.approx(max(accs))
+    ckpt = torch.load(
+        tmp_path / "lightning_logs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True
+    )
+    assert ckpt["cifar_pl_best_val_acc"] == pytest.approx(max(accs))
+    fresh = ImageClassifier(net="model_gap")
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.best_val_acc == pytest.approx(max(accs))
+
+
+def _scalars(log_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for events in sorted(__import__("pathlib").Path(log_dir).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values += [e.value for e in acc.Scalars(tag)]
+    return values

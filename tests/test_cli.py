@@ -67,9 +67,9 @@ def test_unknown_config_key_is_refused():
 
 def test_unknown_optimizer_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match="model.optimizer: unknown value 'rmsprop'; choose one of sgd, adam, adamw"
+        ValueError, match="model.optimizer: unknown value 'lbfgs'; choose one of sgd, adam, adamw, rmsprop"
     ):
-        run_cli("fit", "quickstart", extra="--model.optimizer rmsprop")
+        run_cli("fit", "quickstart", extra="--model.optimizer lbfgs")
 
 
 def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):

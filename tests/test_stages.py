@@ -134,3 +134,15 @@ def test_warmup_rises_every_step_even_when_the_schedule_moves_per_epoch():
     lr = [cfg["lr"] * f(s) for s in range(3 * steps)]
     assert lr[0] == pytest.approx(0.01) and lr[399] == pytest.approx(0.01) and lr[401] == pytest.approx(0.1)
     assert math.isclose(cfg["lr"] * f(91 * steps), 0.01) and math.isclose(cfg["lr"] * f(137 * steps), 0.001)
+
+
+def test_an_argument_added_since_the_checkpoint_counts_as_its_default():
+    from cifar_pl.stages import differences
+
+    old = {"model": {"net": "model_g", "lr": 0.05}, "data": {"init_args": {"batch_size": 128}}}
+    new = {"model": {"net": "model_g", "lr": 0.05, "rho": 0.9, "ema_decay": None, "betas": [0.9, 0.999]},
+           "data": {"init_args": {"batch_size": 128, "resident": False}}}  # fmt: skip
+    assert differences(old, new) == []  # a checkpoint from before these existed trained with their defaults
+    new["model"]["rho"] = 0.5
+    new["model"]["label_smoothing"] = 0.1
+    assert differences(old, new) == [("model.label_smoothing", None, 0.1), ("model.rho", None, 0.5)]

@@ -22,7 +22,8 @@ from .schedule import LRMultiplier, PlannedLR, Scheduler, WarmupMode, milestone_
 from .tta import tta_logits
 
 STAGES = ("train", "val", "test")
-Optimizer = Literal["sgd", "adam", "adamw"]
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
+KERAS_RMSPROP_EPS = 1e-7  # Keras' epsilon (torch's RMSprop default is 1e-8)
 TTA = Literal["none", "flip", "flip_translate"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
@@ -35,10 +36,13 @@ class ImageClassifier(pl.LightningModule):
         net_kwargs: extra arguments of that net's constructor.
         num_classes: classifier width; linked from ``data.num_classes`` by the CLI.
         class_names: names of the classes, kept in the checkpoint; linked from ``data.classes``.
-        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        optimizer: ``sgd``, ``adam``, ``adamw`` or ``rmsprop`` (as Keras runs it: ``rho`` 0.9, epsilon 1e-7, no
+            momentum, unless ``rmsprop_momentum`` says otherwise; the Keras default LR is 0.001).
         lr: peak learning rate (after warmup).
         momentum, nesterov: SGD only.
         betas: Adam/AdamW only.
+        rho: RMSprop only: decay of the mean squared gradient (Keras' ``rho``, torch's ``alpha``).
+        rmsprop_momentum: RMSprop only.
         weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
         no_decay_bn_bias: exempt BatchNorm weights and all biases (every 1-d parameter) from weight decay.
         body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
@@ -91,6 +95,8 @@ class ImageClassifier(pl.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = False,
         betas: tuple[float, float] = (0.9, 0.999),
+        rho: float = 0.9,
+        rmsprop_momentum: float = 0.0,
         weight_decay: float = 5e-4,
         no_decay_bn_bias: bool = False,
         body_lr_factor: float = 1.0,
@@ -146,6 +152,7 @@ class ImageClassifier(pl.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_matrix: torch.Tensor | None = None
         self._epoch_start: float | None = None
+        self.best_val_acc: float | None = None  # TensorBoard's hp_metric; kept in checkpoints
 
     def _check_arguments(self) -> None:
         """Every argument in its range, named, at construction (not at the first step)."""
@@ -163,6 +170,8 @@ class ImageClassifier(pl.LightningModule):
             check_choice("model.compile_mode", hp.compile_mode, CompileMode)
         check_number("model.lr", hp.lr, 0, None)
         check_number("model.momentum", hp.momentum, 0, 1, hi_open=True)
+        check_number("model.rho", hp.rho, 0, 1, hi_open=True)
+        check_number("model.rmsprop_momentum", hp.rmsprop_momentum, 0, 1, hi_open=True)
         for i, b in enumerate(hp.betas):
             check_number(f"model.betas[{i}]", b, 0, 1, hi_open=True)
         check_number("model.weight_decay", hp.weight_decay, 0, 1)
@@ -362,6 +371,10 @@ class ImageClassifier(pl.LightningModule):
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas))
+        elif hp.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(
+                groups, lr=hp.lr, alpha=hp.rho, eps=KERAS_RMSPROP_EPS, momentum=hp.rmsprop_momentum
+            )
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         multiplier = self.schedule_plan()
@@ -420,11 +433,24 @@ class ImageClassifier(pl.LightningModule):
             if isinstance(config.scheduler, PlannedLR):
                 config.scheduler.replan(self.schedule_plan())
 
+    def on_validation_epoch_end(self) -> None:
+        # TensorBoard's HParams tab compares runs by `hp_metric` (Lightning logs a placeholder -1 at the start):
+        # the best validation accuracy so far.
+        if self.trainer.sanity_checking:
+            return
+        acc = float(self.val_metrics["acc"].compute())
+        self.best_val_acc = acc if self.best_val_acc is None else max(self.best_val_acc, acc)
+        self.log("hp_metric", self.best_val_acc, on_step=False, on_epoch=True)
+
     # ---- stages: where the counters started, in every checkpoint ----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cifar_pl_stage"] = dict(self.stage)
+        checkpoint["cifar_pl_best_val_acc"] = self.best_val_acc
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("cifar_pl_stage")
         if isinstance(saved, dict):
             self.stage = {**self.stage, **saved}
+        best = checkpoint.get("cifar_pl_best_val_acc")
+        if isinstance(best, float):
+            self.best_val_acc = best
