@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cifar_pl.viz.curves import read_scalars  # noqa: E402
 
 
 def run(config: Path, data: Path, extra: list[str], seed: int, epochs: int | None, train_size: int | None,
@@ -45,25 +48,13 @@ def run(config: Path, data: Path, extra: list[str], seed: int, epochs: int | Non
         raise SystemExit(f"run failed ({proc.returncode}): {shlex.join(args)}\n{proc.stderr[-3000:]}")
     record = sorted(workdir.glob("lightning_logs/bench/version_*/run.json"))[-1]
     info = json.loads(record.read_text())
-    epoch_times = _epoch_times(record.parent)
+    epoch_times = [v for _, v in read_scalars(record.parent).get("train/epoch_time", [])]
     return {
         "wall": wall,
         "train": sum(epoch_times),
         "acc": info["test"]["test/acc"],
         "epochs": info["epochs_done"],
     }
-
-
-def _epoch_times(folder: Path) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    times = []
-    for events in sorted(folder.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if "train/epoch_time" in acc.Tags()["scalars"]:
-            times += [e.value for e in acc.Scalars("train/epoch_time")]
-    return times
 
 
 def main(argv: list[str] | None = None) -> None:

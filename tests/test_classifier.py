@@ -258,12 +258,6 @@ def test_hp_metric_is_the_best_validation_accuracy_and_survives_a_resume(cifar10
 
 
 def _scalars(log_dir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from cifar_pl.viz.curves import read_scalars
 
-    values = []
-    for events in sorted(__import__("pathlib").Path(log_dir).glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            values += [e.value for e in acc.Scalars(tag)]
-    return values
+    return [value for _, value in read_scalars(log_dir).get(tag, [])]

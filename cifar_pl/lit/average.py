@@ -18,26 +18,42 @@ class WeightAverage(nn.Module):
         self.module = copy.deepcopy(net)
         self.module.requires_grad_(False)
         self.register_buffer("started", torch.tensor(False))
+        self._started: bool | None = None  # the buffer's value on the host: read once, not at every step
+
+    @property
+    def is_started(self) -> bool:
+        """Whether an update has happened (the first one takes the net as it is)."""
+        if self._started is None:
+            self._started = bool(self.started)
+        return self._started
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._started = None  # a checkpoint's flag replaces the buffer
+
+    def _pairs(self, net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(averaged, net's) for every parameter and buffer, in module order."""
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        theirs = list(net.parameters()) + list(net.buffers())
+        return list(zip(mine, theirs, strict=True))
 
     @torch.no_grad()
     def update(self, net: nn.Module, decay: float) -> None:
-        if not bool(self.started):  # the first update takes the net as it is
+        if not self.is_started:  # the first update takes the net as it is
             decay = 0.0
             self.started.fill_(True)
-        mine = list(self.module.parameters()) + list(self.module.buffers())
-        theirs = list(net.parameters()) + list(net.buffers())
-        floats = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
+            self._started = True
+        pairs = self._pairs(net)
+        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
         if floats:
             torch._foreach_lerp_([a for a, _ in floats], [b.detach() for _, b in floats], 1.0 - decay)
-        for a, b in zip(mine, theirs, strict=True):
+        for a, b in pairs:
             if not a.is_floating_point():
                 a.copy_(b)
 
     @torch.no_grad()
     def copy_to(self, net: nn.Module) -> None:
         """Set the net's parameters and floating buffers (BatchNorm statistics) to the average (lookahead)."""
-        mine = list(self.module.parameters()) + list(self.module.buffers())
-        theirs = list(net.parameters()) + list(net.buffers())
-        pairs = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
-        if pairs:
-            torch._foreach_copy_([b for _, b in pairs], [a for a, _ in pairs])
+        floats = [(a, b) for a, b in self._pairs(net) if a.is_floating_point()]
+        if floats:
+            torch._foreach_copy_([b for _, b in floats], [a for a, _ in floats])

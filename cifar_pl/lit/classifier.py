@@ -213,7 +213,7 @@ class ImageClassifier(pl.LightningModule):
     @property
     def eval_net(self) -> torch.nn.Module:
         """The net that validation, test and prediction use: the weight average once it has begun."""
-        return self.ema.module if self.ema is not None and bool(self.ema.started) else self.net
+        return self.ema.module if self.ema is not None and self.ema.is_started else self.net
 
     def forward(self, x: torch.Tensor, tta: bool = True) -> torch.Tensor:
         """Training: the net's logits. Evaluation: the average's (when there is one), over the ``tta`` views
