@@ -151,3 +151,10 @@ def is_complete(run_dir: Path) -> bool:
     """Whether the run says it ended well: every epoch trained (or stopped early by a callback), the test written."""
     record = read_record(run_dir)
     return bool(record) and record.get("status") == "complete"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for one value) of repeated runs' values."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0

@@ -17,7 +17,13 @@ config: configs/corrupt/labels.yaml
 args: {trainer.max_epochs: 30}
 grid: {data.corrupt_prob: [0.0, 0.5, 1.0]}        # or runs: {p0: {data.corrupt_prob: 0.0}, ...}
 compare: [train/loss, train/acc, val/acc, train/epoch_time]
+seeds: [0, 1, 2]                                  # optional: every run once per seed (or repeats: 3)
 ```
+
+With ``seeds:`` (or ``repeats: N``, seeds 0..N-1) every run becomes a group of runs ``<run>,seed=<s>`` that differ
+only in ``seed_everything``; the charts draw each group's mean with a band of one standard deviation (and the
+thin curves of its members), and ``summary.md`` gives mean ± std (sample std, n - 1) per group and says which
+groups' intervals overlap, i.e. which differences the repeats cannot tell from seed noise.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from typing import Any
 import yaml
 
 from .errors import BadFile, BadValue, MissingFile, run_main
-from .runs import LOG_ROOT, check_name, latest_last_checkpoint, read_record, safe_part, version_dirs
+from .runs import LOG_ROOT, check_name, latest_last_checkpoint, mean_std, read_record, safe_part, version_dirs
 
 DEFAULT_COMPARE = ["train/loss", "train/acc", "val/acc", "train/epoch_time"]
-SWEEP_KEYS = ("sweep", "config", "args", "runs", "grid", "compare", "final")
+SWEEP_KEYS = ("sweep", "config", "args", "runs", "grid", "compare", "final", "seeds", "repeats")
+SEED_SEP = ",seed="
 
 
 def _arg_value(value: Any) -> str:
@@ -72,6 +79,30 @@ def _names(path: Path, key: str, value: Any, default: list[str]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadValue(f"{path}: `{key}:` must be a list of metric names such as [train/acc, test/acc]")
     return value
+
+
+def _seeds(path: Path, seeds: Any, repeats: Any) -> list[int]:
+    """The seeds of ``seeds:`` (distinct integers) or ``repeats: N`` (0..N-1); none when neither is given."""
+    if seeds is not None and repeats is not None:
+        raise BadValue(f"{path}: give `seeds:` or `repeats:`, not both")
+    if repeats is not None:
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
+            raise BadValue(
+                f"{path}: `repeats:` is a whole number of runs per group, 1 to 100; got {repeats!r}"
+            )
+        return list(range(repeats))
+    if seeds is None:
+        return []
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise BadValue(
+            f"{path}: `seeds:` is a list of distinct whole numbers in [0, 2**32), e.g. [0, 1, 2]; got {seeds!r}"
+        )
+    return seeds
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -111,8 +142,24 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         check_name(run, f"{path}: run name")
         if "/" in run:
             raise BadValue(f"{path}: run name {run!r} becomes one folder name; use no '/'")
+        if SEED_SEP in run:
+            raise BadValue(f"{path}: run name {run!r} holds {SEED_SEP!r}, which names the repeats of a run")
+    seeds = _seeds(path, spec.get("seeds"), spec.get("repeats"))
+    if seeds and "seed_everything" in args:
+        raise BadValue(
+            f"{path}: `args:` sets seed_everything and `seeds:`/`repeats:` set it per run; give one"
+        )
+    groups = {run: [run] for run in runs}
+    if seeds:
+        for run, overrides in list(runs.items()):
+            if "seed_everything" in overrides:
+                raise BadValue(f"{path}: run {run!r} sets seed_everything, which `seeds:`/`repeats:` set")
+            del runs[run]
+            groups[run] = [f"{run}{SEED_SEP}{s}" for s in seeds]
+            for s, member in zip(seeds, groups[run], strict=True):
+                runs[member] = {**overrides, "seed_everything": s}
     return {
-        "sweep": name, "configs": configs, "args": args, "runs": runs,
+        "sweep": name, "configs": configs, "args": args, "runs": runs, "groups": groups, "seeds": seeds,
         "compare": _names(path, "compare", spec.get("compare"), DEFAULT_COMPARE),
         "final": _names(path, "final", spec.get("final"), ["train/acc", "test/acc"]),
     }  # fmt: skip
@@ -210,41 +257,111 @@ def final_values(run_dir: Path) -> dict[str, Any]:
     from .viz.curves import read_scalars
 
     scalars = read_scalars(run_dir)
-    out: dict[str, Any] = {tag: round(v[-1][1], 5) for tag, v in scalars.items() if v and "step" not in tag}
+    out: dict[str, Any] = {
+        tag: round(v[-1][1], 5)
+        for tag, v in scalars.items()
+        if v and "step" not in tag and not tag.startswith("activations/")
+    }
     out["epochs"] = len(scalars.get("train/loss", []))
     return out
 
 
+SUMMARY_COLS = ["train/loss", "train/acc", "val/acc", "clean_test/acc", "test/acc"]
+
+
+def group_finals(
+    groups: dict[str, list[dict[str, list[tuple[int, float]]]]], metric: str
+) -> dict[str, tuple[float, float, int]]:
+    """Per group, mean, std and count of the last logged value of ``metric`` over the members that logged it."""
+    out = {}
+    for name, members in groups.items():
+        values = [sc[metric][-1][1] for sc in members if sc.get(metric)]
+        if values:
+            out[name] = (*mean_std(values), len(values))
+    return out
+
+
+def overlap_lines(finals: dict[str, tuple[float, float, int]], metric: str) -> list[str]:
+    """One sentence per pair of groups: whether their mean ± std intervals of ``metric`` overlap."""
+    lines = []
+    names = list(finals)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            (ma, sa, na), (mb, sb, nb) = finals[a], finals[b]
+            if na < 2 or nb < 2:
+                continue
+            gap = abs(ma - mb)
+            if gap <= sa + sb:
+                lines.append(f"- {a} and {b}: {metric} intervals overlap ({ma:.4f} ± {sa:.4f} vs {mb:.4f} ± "
+                             f"{sb:.4f}): the repeats do not separate them")  # fmt: skip
+            else:
+                hi, lo = (a, b) if ma > mb else (b, a)
+                lines.append(f"- {hi} above {lo} on {metric} by {gap:.4f}, more than the sum of their stds "
+                             f"({sa + sb:.4f}): the intervals do not overlap")  # fmt: skip
+    return lines
+
+
+def summary_lines(groups: dict[str, list[dict[str, list[tuple[int, float]]]]], repeated: bool) -> list[str]:
+    """``summary.md``: a table of final values (mean ± std per group when runs are repeated) and, for repeats,
+    which groups' intervals overlap."""
+    cols = [c for c in SUMMARY_COLS if any(c in sc for members in groups.values() for sc in members)]
+    lines = [f"| run | {'n | ' if repeated else ''}epochs | {' | '.join(cols)} | mean epoch time (s) |",
+             "| --- " * (len(cols) + (4 if repeated else 3)) + "|"]  # fmt: skip
+    for name, members in groups.items():
+        cells = []
+        for col in cols:
+            values = [sc[col][-1][1] for sc in members if sc.get(col)]
+            if not values:
+                cells.append("")
+            elif repeated and len(values) > 1:
+                cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)))
+            else:
+                cells.append(f"{values[0]:.4f}")
+        times = [v for sc in members for _, v in sc.get("train/epoch_time", [])]
+        mean_t = f"{sum(times) / len(times):.1f}" if times else ""
+        epochs = max((len(sc.get("train/loss", [])) for sc in members), default=0)
+        n = f"{len(members)} | " if repeated else ""
+        lines.append(f"| {name} | {n}{epochs} | {' | '.join(cells)} | {mean_t} |")
+    if repeated:
+        lines += [
+            "",
+            "Mean ± sample standard deviation over the seeds of each group (n = 1: the one run's value).",
+        ]
+        for metric in ("test/acc", "clean_test/acc", "val/acc"):
+            said = overlap_lines(group_finals(groups, metric), metric)
+            if said:
+                lines += ["", f"Overlap of mean ± std intervals, {metric}:", *said]
+    return lines
+
+
 def plot_sweep(spec: dict[str, Any], log_root: Path = Path(LOG_ROOT)) -> list[Path]:
-    """The comparison charts, the final-value bars and ``summary.md`` of a sweep's runs that have logs."""
+    """The comparison charts, the final-value bars and ``summary.md`` of a sweep's runs that have logs; with
+    repeats, per group: mean curves with a ±1 std band, bars with std error bars, mean ± std in the table."""
     from .viz.curves import compare_figure, final_bars_figure, read_scalars, save
 
     sweep_dir = log_root / spec["sweep"]
-    runs = {}
-    for name in spec["runs"]:
-        try:
-            runs[name] = read_scalars(sweep_dir / name)
-        except FileNotFoundError:
-            continue
-    if not runs:
+    groups: dict[str, list[dict[str, list[tuple[int, float]]]]] = {}
+    for group, members in spec.get("groups", {run: [run] for run in spec["runs"]}).items():
+        for name in members:
+            try:
+                scalars = read_scalars(sweep_dir / name)
+            except FileNotFoundError:
+                continue
+            groups.setdefault(group, []).append(scalars)
+    if not groups:
         return []
+    repeated = bool(spec.get("seeds"))
     out = sweep_dir / "plots"
     paths: list[Path] = []
     for metric in spec["compare"]:
-        fig = compare_figure(runs, metric, f"{spec['sweep']}: {metric}")
+        fig = compare_figure(groups, metric, f"{spec['sweep']}: {metric}")
         paths += save(fig, out / metric.replace("/", "_"), ("png", "svg"))
     paths += save(
-        final_bars_figure(runs, tuple(spec["final"]), f"{spec['sweep']}: final values"),
+        final_bars_figure(groups, tuple(spec["final"]), f"{spec['sweep']}: final values"),
         out / "final",
         ("png", "svg"),
     )
-    cols = ["train/loss", "train/acc", "val/acc", "test/acc"]
-    lines = [f"| run | epochs | {' | '.join(cols)} | mean epoch time (s) |", "| --- " * (len(cols) + 3) + "|"]
-    for name, sc in runs.items():
-        vals = [f"{sc[c][-1][1]:.4f}" if c in sc else "" for c in cols]
-        times = [v for _, v in sc.get("train/epoch_time", [])]
-        mean_t = f"{sum(times) / len(times):.1f}" if times else ""
-        lines.append(f"| {name} | {len(sc.get('train/loss', []))} | {' | '.join(vals)} | {mean_t} |")
+    lines = summary_lines(groups, repeated)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return [*paths, out / "summary.md"]
@@ -258,14 +375,20 @@ def sweep(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("sweep", help="a sweep YAML file (configs/sweeps/...)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--only", nargs="+", default=None, help="run only these run names")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only these runs (a run name, or a group name for all its seeds)")  # fmt: skip
     parser.add_argument("--plots-only", action="store_true", help="only (re)draw the comparison charts")
     args, extra = parser.parse_known_args(argv)
     spec = load_sweep(args.sweep)
-    unknown = sorted(set(args.only or []) - set(spec["runs"]))
+    unknown = sorted(set(args.only or []) - set(spec["runs"]) - set(spec["groups"]))
     if unknown:
-        raise BadValue(f"--only {unknown}: no such run in {args.sweep}; its runs: {', '.join(spec['runs'])}")
-    status = {} if args.plots_only else run_sweep(spec, extra, dry_run=args.dry_run, only=args.only)
+        raise BadValue(
+            f"--only {unknown}: no such run in {args.sweep}; its runs: {', '.join(spec['groups'])}"
+        )
+    only = None
+    if args.only:
+        only = {m for name in args.only for m in spec["groups"].get(name, [name])}
+    status = {} if args.plots_only else run_sweep(spec, extra, dry_run=args.dry_run, only=only)
     signum = status.pop("__signal__", None)
     for name, s in status.items():
         print(f"[sweep] {name}: {s}")

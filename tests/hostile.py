@@ -190,6 +190,20 @@ CASES = [
     Case("sweep: an unknown key", "sweep", ("{sweep_unknown_key}",), "unknown keys ['runz']"),
     Case("sweep: a file that does not exist", "sweep", ("nowhere.yaml",), "sweep file 'nowhere.yaml' does not exist"),
     Case("sweep: --only a run it does not have", "sweep", ("{sweep_ok}", "--only", "nope"), "--only ['nope']: no such run"),
+    Case("sweep: a seed given twice", "sweep", ("{sweep_seed_twice}",), "`seeds:` is a list of distinct whole numbers"),
+    Case("sweep: repeats: 0", "sweep", ("{sweep_repeats_zero}",), "`repeats:` is a whole number of runs per group, 1 to 100"),
+    Case("sweep: seeds and a fixed seed_everything", "sweep", ("{sweep_seed_clash}",), "`args:` sets seed_everything"),
+    # the write-ups' experiments
+    Case("test every 0 epochs", "cli", _c10("--trainer.callbacks+=cifar_pl.callbacks.TestEachEpoch",
+                                            "--trainer.callbacks.every_n_epochs", "0"),
+         "TestEachEpoch every_n_epochs must be >= 1, got 0"),
+    Case("activation stats every 0 steps", "cli", _c10("--trainer.callbacks+=cifar_pl.callbacks.ActivationStats",
+                                                       "--trainer.callbacks.every_n_steps", "0"),
+         "ActivationStats every_n_steps must be >= 1, got 0"),
+    Case("contrast factor the wrong way round", "cli",
+         _c10("--data.augment", '[{"name": "channel_contrast", "factor": [1.2, 0.8]}]'),
+         "factor[1] must be >= 1.2, got 0.8"),
+    Case("viz activations of a run without them", "viz", ("activations", "{c10}"), "no activation_stats.json in"),
 ]  # fmt: skip
 
 
@@ -281,6 +295,21 @@ def build_sandbox(root: Path) -> dict[str, str]:
         "sweep_climbs": yaml.safe_dump({"sweep": "../x", "config": "a.yaml", "runs": {"a": {}}}),
         "sweep_unknown_key": yaml.safe_dump({"sweep": "x", "config": "a.yaml", "runz": {"a": {}}}),
         "sweep_ok": yaml.safe_dump({"sweep": "x", "config": "a.yaml", "runs": {"a": {}}}),
+        "sweep_seed_twice": yaml.safe_dump(
+            {"sweep": "x", "config": "a.yaml", "runs": {"a": {}}, "seeds": [1, 1]}
+        ),
+        "sweep_repeats_zero": yaml.safe_dump(
+            {"sweep": "x", "config": "a.yaml", "runs": {"a": {}}, "repeats": 0}
+        ),
+        "sweep_seed_clash": yaml.safe_dump(
+            {
+                "sweep": "x",
+                "config": "a.yaml",
+                "runs": {"a": {}},
+                "args": {"seed_everything": 3},
+                "seeds": [0, 1],
+            }
+        ),
     }
     for name, text in sweeps.items():
         (root / f"{name}.yaml").write_text(text)

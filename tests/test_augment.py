@@ -55,7 +55,7 @@ def test_presets_build_and_keep_shape(preset):
     fn = aug.on_batch() or aug.per_image() or (lambda t: t)
     out = fn(x) if aug.batched or not aug.image_steps else torch.stack([fn(img) for img in x])
     assert out.shape == x.shape and out.dtype == torch.uint8
-    assert aug.batched == (preset in ("standard", "shift_gray"))
+    assert aug.batched == (preset in ("standard", "shift_gray", "mirror_crop_flip"))
 
 
 def test_steps_with_parameters_from_yaml():

@@ -15,7 +15,11 @@ from cifar_pl.lit import ImageClassifier
 from .conftest import CONFIGS, effective_config, run_cli
 
 # Every CIFAR config, the corruption experiments included (the transfer configs have their own test).
-ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "corrupt").glob("*.yaml"))
+ALL_CONFIGS = (
+    sorted(CONFIGS.glob("*.yaml"))
+    + sorted((CONFIGS / "corrupt").glob("*.yaml"))
+    + sorted((CONFIGS / "seeds").glob("*.yaml"))  # the write-ups' recipes
+)
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=[c.relative_to(CONFIGS).as_posix() for c in ALL_CONFIGS])

@@ -16,8 +16,10 @@ from PIL import Image
 
 from cifar_pl.data import CIFAR10DataModule
 from cifar_pl.data.corrupt import (
+    channel_stats,
     corrupt_labels,
     gaussian_images,
+    gaussian_per_image,
     permute_pixels,
     pixel_permutation,
     random_pixels,
@@ -75,15 +77,47 @@ def test_pixel_permutations_keep_each_images_pixels():
     assert not torch.equal(out[0], out[1]) and _same_multiset(out, twin)
 
 
-def test_gaussian_images_match_each_images_mean_and_std():
+def _classed_images(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class shows only in their brightness and contrast (class k: mean 60 + 15k, std 10 + 4k)."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10
+    mean = (60 + 15 * labels).view(n, 1, 1, 1).float()
+    std = (10 + 4 * labels).view(n, 1, 1, 1).float()
+    x = (torch.randn(n, 3, 32, 32, generator=gen) * std + mean).clamp(0, 255).to(torch.uint8)
+    return x, labels
+
+
+def _centroid_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Nearest-centroid accuracy on each image's (mean, std): how much class information those statistics keep."""
+    feats = torch.stack([images.float().mean((1, 2, 3)), images.float().std((1, 2, 3))], 1)
+    centroids = torch.stack([feats[labels == k].mean(0) for k in range(10)])
+    return float((torch.cdist(feats, centroids).argmin(1) == labels).float().mean())
+
+
+def test_gaussian_per_image_matches_each_images_mean_and_std():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 32, 32, generator=gen) * torch.linspace(10, 40, 8).view(8, 1, 1, 1) + 128
     x = x.clamp(0, 255).to(torch.uint8)
-    g = gaussian_images(x, torch.Generator().manual_seed(1)).float()
+    g = gaussian_per_image(x, torch.Generator().manual_seed(1)).float()
     xf = x.float()
     torch.testing.assert_close(g.mean((2, 3)), xf.mean((2, 3)), atol=4.0, rtol=0)
     torch.testing.assert_close(g.std((2, 3)), xf.std((2, 3)), atol=3.0, rtol=0.1)
     assert not torch.equal(g, xf)
+
+
+def test_gaussian_images_match_the_dataset_and_carry_no_class_information():
+    x, labels = _classed_images()
+    mean, std = channel_stats(x)
+    torch.testing.assert_close(mean, x.double().mean((0, 2, 3)).float())
+    torch.testing.assert_close(std, x.double().permute(1, 0, 2, 3).flatten(1).std(1, unbiased=False).float())
+    g = gaussian_images(x, torch.Generator().manual_seed(1))
+    gm, gs = channel_stats(g)
+    torch.testing.assert_close(gm, mean, atol=0.5, rtol=0)
+    torch.testing.assert_close(gs, std, atol=0.5, rtol=0.01)
+    # every image is drawn from the same distribution: its own statistics no longer tell its class
+    assert _centroid_accuracy(x, labels) > 0.9
+    assert _centroid_accuracy(gaussian_per_image(x, torch.Generator().manual_seed(1)), labels) > 0.9
+    assert _centroid_accuracy(g, labels) < 0.25
 
 
 def test_datamodule_corruptions_train_val_test(cifar10_root):
@@ -113,13 +147,20 @@ def test_datamodule_corruptions_train_val_test(cifar10_root):
     again.setup("fit")
     assert torch.equal(again.train_set.labels, noisy.train_set.labels)
     # a clean validation split on request; random pixels and gaussian leave the test set alone
-    for kind in ("random_pixels", "gaussian"):
+    for kind in ("random_pixels", "gaussian", "gaussian_per_image"):
         dm = CIFAR10DataModule(str(cifar10_root), val_size=24, corrupt=kind, corrupt_val=False, train_size=50)
         dm.setup("fit")
         dm.setup("test")
         assert len(dm.train_set) == 50 and not torch.equal(dm.train_set.images, clean.train_set.images[:50])
         assert torch.equal(dm.val_set.images, clean.val_set.images)
         assert torch.equal(dm.test_set.images, clean.test_set.images)
+        if kind == "gaussian":  # noise with the statistics of the clean training subset it replaces
+            clean50 = CIFAR10DataModule(str(cifar10_root), val_size=24, train_size=50)
+            clean50.setup("fit")
+            want_mean, want_std = channel_stats(clean50.train_set.images)
+            torch.testing.assert_close(dm._gauss_stats, (want_mean, want_std))
+            # (the fixture's uniform pixels clip at 0 and 255, so only the mean survives the draw unchanged)
+            torch.testing.assert_close(channel_stats(dm.train_set.images)[0], want_mean, atol=1.5, rtol=0)
     with pytest.raises(
         ValueError, match=re.escape("corrupt: unknown value 'noise'. Did you mean 'none'? Choose one of")
     ):
@@ -204,10 +245,10 @@ def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(
     assert not (tmp_path / "lightning_logs" / "stop" / "a" / "result.json").exists()
 
 
-SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml")) + sorted((CONFIGS / "seeds" / "sweeps").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.relative_to(CONFIGS).as_posix() for p in SWEEPS])
 def test_every_sweep_names_valid_configs_and_keys(path, capsys):
     from cifar_pl.__main__ import cli_main
     from cifar_pl.sweep import _as_args
@@ -222,9 +263,11 @@ def test_every_sweep_names_valid_configs_and_keys(path, capsys):
             cli_main(args + _as_args(spec["args"]) + _as_args(overrides) + ["--print_config"])
         assert e.value.code == 0
         printed = yaml.safe_load(capsys.readouterr().out)
-        for key, value in overrides.items():
-            section, name = key.split(".", 1)
-            node = (
-                printed[section].get("init_args", printed[section]) if section == "data" else printed[section]
-            )
-            assert node[name] == value, (key, node[name], value)
+        for key, value in {**spec["args"], **overrides}.items():
+            node = printed
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node[part]
+            if parts[0] == "data" and parts[-1] not in node and "init_args" in node:
+                node = node["init_args"]  # data.batch_size means data.init_args.batch_size
+            assert node[parts[-1]] == value, (key, node[parts[-1]], value)

@@ -147,7 +147,7 @@ def test_dropout_and_batchnorm_where_the_presets_say():
 
 def test_noisy_batchnorm_changes_every_training_step_and_is_off_at_eval():
     torch.manual_seed(0)
-    nbn = NoisyBatchNorm(nn.BatchNorm2d(4), noise_mean=0.5, noise_scale=2.0)
+    nbn = NoisyBatchNorm(nn.BatchNorm2d(4), noise_mean=0.5, noise_scale=2.0, noise_mode="channel")
     x = torch.randn(16, 4, 5, 5)
     a, b, plain = nbn(x), nbn(x), nbn.bn(x)
     assert not torch.allclose(a, b) and not torch.allclose(a, plain)
@@ -157,6 +157,39 @@ def test_noisy_batchnorm_changes_every_training_step_and_is_off_at_eval():
     assert ((ratio[0, :, 0, 0] >= 1) & (ratio[0, :, 0, 0] <= 2)).all()
     nbn.eval()
     torch.testing.assert_close(nbn(x), nbn.bn(x))
+
+
+def test_santurkar_noise_is_per_activation_and_its_distribution_moves_each_step():
+    torch.manual_seed(0)
+    nbn = NoisyBatchNorm(nn.BatchNorm1d(8), noise_mean=0.5, noise_scale=2.0, noise_std=0.5)
+    x = torch.randn(4096, 8)
+    plain = nbn.bn(x)
+    # one step: y = x * a + b with a, b drawn per activation and sample; regress y on x per column to read
+    # the step's mu_a (slope) and mu_b (intercept); the residual spread shows the per-activation noise
+    stats = []
+    for _ in range(6):
+        y = nbn(x)
+        slope = ((y - y.mean(0)) * (plain - plain.mean(0))).mean(0) / plain.var(0, unbiased=False)
+        intercept = y.mean(0) - slope * plain.mean(0)
+        residual = y - (slope * plain + intercept)
+        assert residual.std() > 0.01  # not an affine map of the clean output: noise per activation
+        # one distribution per layer and step: every column of the step shares mu_a and mu_b
+        assert (slope.max() - slope.min()) < 0.15 and (intercept.max() - intercept.min()) < 0.15
+        assert 0.9 < float(slope.mean()) < 2.1 and abs(float(intercept.mean())) < 0.6
+        stats.append((float(slope.mean()), float(intercept.mean())))
+    assert len({round(a, 2) for a, _ in stats}) > 3 and len({round(b, 2) for _, b in stats}) > 3
+    nbn.eval()
+    torch.testing.assert_close(nbn(x), nbn.bn(x))
+    with pytest.raises(ValueError, match="noise_mode"):
+        NoisyBatchNorm(nn.BatchNorm1d(8), noise_mode="layer")
+
+
+def test_vgg_width_scales_every_layer():
+    full, quarter = create_model("vgg_like_bn"), create_model("vgg_like_bn", width=0.25)
+    widths = [m.out_channels for m in full.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in quarter.modules() if isinstance(m, nn.Conv2d)] == [w // 4 for w in widths]
+    assert quarter.num_features == full.num_features // 4 == 128
+    assert quarter(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_noisy_vgg_is_deterministic_at_eval():

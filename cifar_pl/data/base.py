@@ -25,13 +25,14 @@ from .tensor_dataset import (
 )
 from .transforms import Augmentation
 
-Stats = Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception"]
+Stats = Literal["default", "dataset", "cifar10", "cifar100", "imagenet", "inception", "rescale"]
 # Per-channel mean and std of images in [0, 1], by the name a config can give as ``stats``.
 STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Xception, Inception: inputs scaled to [-1, 1]
+    "rescale": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # pixels / 255 only (Keras' Rescaling(1/255), ToTensor)
 }
 assert set(choices(Stats)) == {"default", "dataset", *STATS}
 

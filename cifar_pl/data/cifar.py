@@ -13,7 +13,7 @@ from ..checks import check_choice, check_number
 from ..errors import BadFile, MissingFile
 from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
-from .corrupt import Corruption, apply_corruption, pixel_permutation
+from .corrupt import Corruption, apply_corruption, channel_stats, pixel_permutation
 from .tensor_dataset import TensorImageDataset, seeded_split
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -115,8 +115,9 @@ class CIFARDataModule(InMemoryImageDataModule):
     ``corrupt`` (Zhang et al. 2017, see ``cifar_pl.data.corrupt``), fixed by ``corrupt_seed``:
     ``labels`` (each training label replaced with probability ``corrupt_prob`` by a uniformly drawn class),
     ``shuffled_pixels`` (one pixel permutation for train, validation and test alike), ``random_pixels`` (a fresh
-    permutation per training image), ``gaussian`` (each training image replaced by noise with its per-channel
-    mean and std). The test set stays clean except under ``shuffled_pixels``; the validation split is corrupted
+    permutation per training image), ``gaussian`` (each training image replaced by i.i.d. Gaussian pixels with
+    the training split's per-channel mean and std, as Zhang et al. did), ``gaussian_per_image`` (noise with each
+    image's own per-channel mean and std, as write-up 000 did). The test set stays clean except under ``shuffled_pixels``; the validation split is corrupted
     like training when ``corrupt_val`` (the default), clean otherwise.
     Normalisation defaults to the dataset's published statistics; the other arguments are those of
     ``InMemoryImageDataModule`` (batch sizes, loader workers, ``augment``, ``stats``/``mean``/``std``).
@@ -149,6 +150,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         self.corrupt, self.corrupt_prob, self.corrupt_seed, self.corrupt_val = (
             corrupt, corrupt_prob, corrupt_seed, corrupt_val,
         )  # fmt: skip
+        self._gauss_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def label_key(self) -> str:
@@ -203,7 +205,10 @@ class CIFARDataModule(InMemoryImageDataModule):
                 len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1)
             )
             train_idx = train_idx[keep[: self.train_size].sort().values]
-        train = self._corrupted(full.subset(train_idx), self.corrupt_seed)
+        train = full.subset(train_idx)
+        # Zhang's Gaussian images match the clean training split's statistics, in every corrupted split.
+        self._gauss_stats = channel_stats(train.images) if self.corrupt == "gaussian" else None
+        train = self._corrupted(train, self.corrupt_seed)
         val = full.subset(val_idx)
         return train, (self._corrupted(val, self.corrupt_seed + 1) if self.corrupt_val else val)
 
@@ -218,7 +223,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         perm = pixel_permutation(*data.images.shape[2:], torch.Generator().manual_seed(self.corrupt_seed))
         images, labels = apply_corruption(
             self.corrupt, data.images, data.labels, p=self.corrupt_prob, num_classes=self.num_classes,
-            seed=seed, perm=perm,
+            seed=seed, perm=perm, stats=self._gauss_stats,
         )  # fmt: skip
         return TensorImageDataset(images, labels)
 

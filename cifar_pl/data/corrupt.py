@@ -1,5 +1,7 @@
 """The corruptions of Zhang et al. 2017, "Understanding deep learning requires rethinking generalization":
-random labels, one fixed pixel permutation, a fresh permutation per image, and Gaussian images. Each is a pure
+random labels, one fixed pixel permutation, a fresh permutation per image, and Gaussian images (Zhang's: noise
+with the dataset's per-channel mean and variance; ``gaussian_per_image``: each image's own, as write-up 000 did it,
+which keeps some class information in each image's colour statistics). Each is a pure
 function of the data and a seeded generator, so the same seed gives the same corruption every epoch and run."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 
 from ..checks import check_choice, check_number, choices
 
-Corruption = Literal["none", "labels", "shuffled_pixels", "random_pixels", "gaussian"]
+Corruption = Literal["none", "labels", "shuffled_pixels", "random_pixels", "gaussian", "gaussian_per_image"]
 CORRUPTIONS = choices(Corruption)
 
 
@@ -45,9 +47,39 @@ def random_pixels(images: torch.Tensor, gen: torch.Generator, chunk: int = 4096)
     return out
 
 
-def gaussian_images(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each image replaced by Gaussian noise with that image's per-channel mean and standard deviation
-    (rounded and clipped to uint8, which moves the statistics of very dark or bright images slightly)."""
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (0-255 units) over every pixel of every image of a uint8 set."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(images), chunk):
+        part = images[i : i + chunk].double()
+        total += part.sum((0, 2, 3))
+        squares += part.square().sum((0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    return mean.float(), (squares / count - mean.square()).clamp_min(0).sqrt().float()
+
+
+def gaussian_images(
+    images: torch.Tensor,
+    gen: torch.Generator,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    chunk: int = 4096,
+) -> torch.Tensor:
+    """Each image replaced by i.i.d. Gaussian pixels with the per-channel mean and standard deviation ``stats``
+    (Zhang et al.: the dataset's; by default those of ``images``), rounded and clipped to uint8."""
+    mean, std = stats if stats is not None else channel_stats(images)
+    mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    out = torch.empty_like(images)
+    for i in range(0, len(images), chunk):
+        noise = torch.randn(images[i : i + chunk].shape, generator=gen)
+        out[i : i + chunk] = (mean + std * noise).round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def gaussian_per_image(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image replaced by Gaussian noise with that image's own per-channel mean and standard deviation
+    (write-up 000's variant; rounded and clipped to uint8)."""
     x = images.float()
     mean = x.mean((2, 3), keepdim=True)
     std = x.std((2, 3), keepdim=True)
@@ -64,9 +96,11 @@ def apply_corruption(
     num_classes: int,
     seed: int,
     perm: torch.Tensor | None = None,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``kind`` applied to uint8 images and labels with a generator seeded by ``seed``; ``perm`` is the fixed
-    permutation of ``shuffled_pixels`` (shared by every split)."""
+    permutation of ``shuffled_pixels`` (shared by every split), ``stats`` the dataset's per-channel mean and std
+    for ``gaussian`` (shared by every split; by default those of ``images``)."""
     gen = torch.Generator().manual_seed(seed)
     if kind == "none":
         return images, labels
@@ -79,6 +113,8 @@ def apply_corruption(
     if kind == "random_pixels":
         return random_pixels(images, gen), labels
     if kind == "gaussian":
-        return gaussian_images(images, gen), labels
+        return gaussian_images(images, gen, stats), labels
+    if kind == "gaussian_per_image":
+        return gaussian_per_image(images, gen), labels
     check_choice("corrupt", kind, Corruption)
     raise AssertionError(kind)

@@ -43,6 +43,27 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
     ],
     # shifts of up to 10% of width/height, grayscale with p = 0.5, flip
     "shift_gray": [{"name": "shift", "fraction": 0.1}, {"name": "grayscale", "p": 0.5}, {"name": "hflip"}],
+    # write-up 000: 4 px mirror padding (edge pixels repeated, "symmetric"), random 32x32 crop, flip
+    "mirror_crop_flip": [
+        {"name": "random_crop", "padding": 4, "padding_mode": "symmetric"},
+        {"name": "hflip"},
+    ],
+    # write-up 002: torchvision RandomCrop(32, padding=4) (zero padding), flip, RandomRotation(15)
+    "crop_flip_rotate15": [
+        {"name": "random_crop", "padding": 4, "padding_mode": "constant"},
+        {"name": "hflip"},
+        {"name": "rotation", "degrees": 15},
+    ],
+    # write-up 003, augmentation 1: Keras RandomFlip("horizontal"), RandomRotation(0.05) (a 0.05 turn = +-18
+    # degrees; Keras fills by reflection, this by zeros), RandomContrast((0.8, 1.2)) (per-channel mean kept)
+    "keras_flip_rotate_contrast": [
+        {"name": "hflip"},
+        {"name": "rotation", "degrees": 18},
+        {"name": "channel_contrast", "factor": [0.8, 1.2]},
+    ],
+    # write-up 003, augmentation 2: saturation x U(0.5, 2) (tf.image.random_saturation scales HSV saturation;
+    # torchvision blends with the grey image, the same for factors <= 1 up to rounding, unclipped above 1)
+    "keras_saturation": [{"name": "color_jitter", "brightness": 0, "contrast": 0, "saturation": [0.5, 2.0]}],
     # DeVries & Taylor 2017 on top of Cubuk et al. 2019: crop + flip + AutoAugment (CIFAR-10 policy) + Cutout 16
     "autoaugment_cutout": [
         {"name": "random_crop", "padding": 4, "padding_mode": "reflect"},
@@ -129,6 +150,28 @@ def batch_cutout(
         mask |= square & (k < counts)[:, None, None]
     fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
     return torch.where(mask[:, None], fill_t, x)
+
+
+def batch_channel_contrast(x: torch.Tensor, factor: Sequence[float] = (0.8, 1.2)) -> torch.Tensor:
+    """Keras' RandomContrast on a uint8 batch: per image a factor f ~ U(low, high), and each pixel of each
+    channel moved to ``(v - mean) * f + mean`` around that channel's mean in that image, rounded and clipped."""
+    n, c = x.shape[:2]
+    low, high = float(factor[0]), float(factor[1])
+    f = torch.empty(n, 1, 1, 1, device=x.device).uniform_(low, high)
+    xf = x.float()
+    mean = xf.mean((2, 3), keepdim=True)
+    return ((xf - mean) * f + mean).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ChannelContrast(nn.Module):
+    """Per-image ``batch_channel_contrast`` on a uint8 C x H x W tensor."""
+
+    def __init__(self, factor: Sequence[float] = (0.8, 1.2)):
+        super().__init__()
+        self.factor = tuple(factor)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return batch_channel_contrast(img[None], self.factor)[0]
 
 
 class Cutout(nn.Module):
@@ -219,6 +262,10 @@ STEPS: dict[str, Step] = {
         batched=lambda size=16, count=1, fill=0: (lambda x: batch_cutout(x, size, count, fill)),
     ),
     "rotation": Step(image=lambda degrees=15, fill=0: v2.RandomRotation(degrees, fill=fill)),
+    "channel_contrast": Step(
+        image=lambda factor=(0.8, 1.2): ChannelContrast(_factor_range(factor)),
+        batched=lambda factor=(0.8, 1.2): (lambda x: batch_channel_contrast(x, _factor_range(factor))),
+    ),
     "color_jitter": Step(image=lambda brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0: v2.ColorJitter(
         brightness=_range(brightness), contrast=_range(contrast), saturation=_range(saturation), hue=_range(hue))),
     "grayscale": Step(image=lambda p=0.5: v2.RandomGrayscale(p), batched=lambda p=0.5: (lambda x: batch_grayscale(x, p))),
@@ -230,6 +277,11 @@ STEPS: dict[str, Step] = {
     "mixup": Step(batch_level=lambda alpha=0.2, num_classes=10: v2.MixUp(alpha=alpha, num_classes=num_classes)),
     "cutmix": Step(batch_level=lambda alpha=1.0, num_classes=10: v2.CutMix(alpha=alpha, num_classes=num_classes)),
 }  # fmt: skip
+
+
+def _factor_range(v) -> tuple[float, float]:
+    """A contrast factor: ``[low, high]``, or ``f`` for ``[1 - f, 1 + f]`` (Keras' convention)."""
+    return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (max(0.0, 1 - v), 1 + v)
 
 
 def _range(v):
@@ -293,6 +345,8 @@ def _check_params(name: str, params: dict[str, Any], side: int) -> None:
             num("count", 1, 64, integer=True)
     elif name == "rotation":
         num_or_pair("degrees", 0, 180, pair_lo=-180)
+    elif name == "channel_contrast":
+        num_or_pair("factor", 0, None)
     elif name == "color_jitter":
         for key in ("brightness", "contrast", "saturation"):
             num_or_pair(key, 0, None)

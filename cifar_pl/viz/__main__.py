@@ -6,6 +6,7 @@
     python -m cifar_pl.viz confusion --ckpt CKPT                                       confusion matrix + table
     python -m cifar_pl.viz report    --ckpt CKPT                                       all four at once
     python -m cifar_pl.viz curves    RUN [RUN ...]                                     training curves of runs
+    python -m cifar_pl.viz activations RUN [RUN ...] [--layers 4]                      activation drift of runs
     python -m cifar_pl.viz augment   --config CONFIG [CLI overrides]                   augmentation previews
 
 Without image files, pictures are made from the split ``--split`` (val or test) of the DataModule the checkpoint
@@ -159,6 +160,21 @@ def cmd_curves(args) -> list[Path]:
     return paths
 
 
+def cmd_activations(args) -> list[Path]:
+    from .activations import drift_figure, read_history
+
+    check_number("--layers", args.layers, 1, 16, integer=True)
+    runs = {}
+    for run in args.runs:
+        path = Path(run)
+        name = path.parent.name if path.name.startswith("version_") else path.name
+        runs[name if name not in runs else str(path)] = read_history(path)
+    fig = drift_figure(runs, args.layers, "pre-activation percentiles (15/50/85) and mean over training")
+    return save(
+        fig, args.out / ("activations_" + "_vs_".join(Path(r).name for r in args.runs)[:120]), ("png", "svg")
+    )
+
+
 def cmd_augment(argv: list[str]) -> list[Path]:
     """samples.png and augmentations.png for a config (any CLI override allowed)."""
     from ..cli import CifarCLI
@@ -207,9 +223,15 @@ def run(argv: list[str] | None = None) -> list[Path]:
         p = sub.add_parser("curves")
         p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
         p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+        p = sub.add_parser("activations")
+        p.add_argument("runs", nargs="+", help="run folders trained with the ActivationStats callback")
+        p.add_argument("--layers", type=int, default=4, help="layers per run, spread over the depth")
+        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
         args = parser.parse_args(argv)
         if args.command == "curves":
             paths = cmd_curves(args)
+        elif args.command == "activations":
+            paths = cmd_activations(args)
         else:
             check_number("--n", args.n, 1, 256, integer=True)
             check_number("--max-images", args.max_images, 1, integer=True)

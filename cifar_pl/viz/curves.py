@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import MissingFile
+from ..runs import mean_std
 
 
 def _has_events(d: Path) -> bool:
@@ -112,17 +114,46 @@ def save(fig: Figure, out: Path, formats: tuple[str, ...] = ("png",)) -> list[Pa
     return paths
 
 
-def compare_figure(
-    runs: dict[str, dict[str, list[tuple[int, float]]]], metric: str, title: str = ""
-) -> Figure:
-    """One curve per run of ``metric`` against the epoch, the run names in the legend."""
+Scalars = dict[str, list[tuple[int, float]]]
+
+
+def _members(run: Scalars | list[Scalars]) -> list[Scalars]:
+    return run if isinstance(run, list) else [run]
+
+
+def _mean_band(members: list[Scalars], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """Epochs, mean and sample std (n - 1) of ``metric`` over the members that logged each epoch."""
+    at: dict[int, list[float]] = {}
+    for sc in members:
+        for x, y in sc.get(metric, []):
+            at.setdefault(x, []).append(y)
+    xs = sorted(at)
+    pairs = [mean_std(at[x]) for x in xs]
+    return xs, [m for m, _ in pairs], [sd for _, sd in pairs]
+
+
+def compare_figure(runs: dict[str, Scalars | list[Scalars]], metric: str, title: str = "") -> Figure:
+    """One curve per run of ``metric`` against the epoch, the run names in the legend. A run given as a list of
+    repeats (seeds) is drawn as its mean with a band of ±1 std and its members as thin lines."""
     fig = Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
-    for name, scalars in runs.items():
-        if metric in scalars:
-            xs, ys = zip(*scalars[metric], strict=True)
-            ax.plot(xs, ys, marker="o", markersize=2.5, lw=1.4, label=name)
+    for name, run in runs.items():
+        members = [sc for sc in _members(run) if metric in sc]
+        if not members:
+            continue
+        xs, means, stds = _mean_band(members, metric)
+        if len(members) == 1:
+            ax.plot(xs, means, marker="o", markersize=2.5, lw=1.4, label=name)
+            continue
+        (line,) = ax.plot(xs, means, lw=1.8, label=f"{name} (mean ± std, n={len(members)})")
+        lo = [m - s for m, s in zip(means, stds, strict=True)]
+        hi = [m + s for m, s in zip(means, stds, strict=True)]
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        for sc in members:
+            mx, my = zip(*sc[metric], strict=True)
+            ax.plot(mx, my, color=line.get_color(), lw=0.5, alpha=0.5)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
     ax.set_title(title or metric, fontsize=10)
     ax.grid(alpha=0.3)
@@ -133,16 +164,23 @@ def compare_figure(
 
 
 def final_bars_figure(
-    runs: dict[str, dict[str, list[tuple[int, float]]]], metrics: tuple[str, ...], title: str = ""
+    runs: dict[str, Scalars | list[Scalars]], metrics: tuple[str, ...], title: str = ""
 ) -> Figure:
-    """The last value of each of ``metrics`` (e.g. final train/acc and test/acc) per run, as grouped bars."""
+    """The last value of each of ``metrics`` (e.g. final train/acc and test/acc) per run, as grouped bars; a run
+    given as a list of repeats shows the mean with a ±1 std error bar."""
     names = list(runs)
     fig = Figure(figsize=(max(6.0, 0.9 * len(names) + 2), 4.2))
     ax = fig.subplots()
     width = 0.8 / max(1, len(metrics))
     for j, metric in enumerate(metrics):
-        values = [runs[n][metric][-1][1] if metric in runs[n] else float("nan") for n in names]
-        bars = ax.bar([i + j * width for i in range(len(names))], values, width, label=metric)
+        values, errors = [], []
+        for n in names:
+            finals = [sc[metric][-1][1] for sc in _members(runs[n]) if sc.get(metric)]
+            mean, std = mean_std(finals) if finals else (float("nan"), 0.0)
+            values.append(mean)
+            errors.append(std)
+        xs = [i + j * width for i in range(len(names))]
+        bars = ax.bar(xs, values, width, label=metric, yerr=errors if any(errors) else None, capsize=3)
         ax.bar_label(bars, fmt="%.2f", fontsize=6)
     ax.set_xticks(
         [i + width * (len(metrics) - 1) / 2 for i in range(len(names))],

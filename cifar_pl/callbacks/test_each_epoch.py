@@ -1,0 +1,50 @@
+"""Test accuracy as a curve: the test split scored at the end of every validation epoch, for experiments whose
+point is how test accuracy moves while the net fits corrupted training data (Zhang et al. 2017)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from ..checks import check_number
+from ..devices import prepare_images
+
+
+class TestEachEpoch(pl.Callback):
+    """After every ``every_n_epochs``-th validation epoch, score the model on the DataModule's test split (true
+    labels; under ``shuffled_pixels`` the same permutation as training, as Zhang et al. did) and log
+    ``clean_test/acc`` and ``clean_test/loss``. The names are not ``val/*`` or ``test/*`` on purpose: no
+    checkpoint, early stop or schedule reads them, so the test set never picks a model. The model is scored as
+    validation scores it (in eval mode, the weight average when there is one, one view), without touching the
+    random state, so a run with this callback trains exactly as one without it."""
+
+    def __init__(self, every_n_epochs: int = 1, batch_size: int = 500):
+        check_number("TestEachEpoch every_n_epochs", every_n_epochs, 1, integer=True)
+        check_number("TestEachEpoch batch_size", batch_size, 1, integer=True)
+        self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "normalize"):
+            return
+        if getattr(dm, "test_set", None) is None:
+            dm.setup("test")
+        test_set = dm.test_set
+        was_training = pl_module.training
+        pl_module.eval()
+        correct, loss_sum = 0, 0.0
+        for start in range(0, len(test_set), self.batch_size):
+            rows = slice(start, min(start + self.batch_size, len(test_set)))
+            x = prepare_images(test_set.take(rows), dm.normalize, pl_module)
+            y = test_set.labels[rows].to(x.device)
+            logits = pl_module(x, tta=False).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        pl_module.train(was_training)
+        n = len(test_set)
+        pl_module.log("clean_test/acc", correct / n, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log("clean_test/loss", loss_sum / n, on_step=False, on_epoch=True, sync_dist=False)
