@@ -204,6 +204,8 @@ CASES = [
          _c10("--data.augment", '[{"name": "channel_contrast", "factor": [1.2, 0.8]}]'),
          "factor[1] must be >= 1.2, got 0.8"),
     Case("viz activations of a run without them", "viz", ("activations", "{c10}"), "no activation_stats.json in"),
+    Case("viz activations: a truncated stats file", "viz", ("activations", "{bad_acts}"),
+         "is not an activation history written by ActivationStats"),
 ]  # fmt: skip
 
 
@@ -313,6 +315,8 @@ def build_sandbox(root: Path) -> dict[str, str]:
     }
     for name, text in sweeps.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "bad_acts").mkdir()
+    (root / "bad_acts" / "activation_stats.json").write_text('{"fields": ["step", "mean"')
     places = {name: str(root / f"{name}.yaml") for name in sweeps}
     places.update({name: str(root / name) for name in ("c10", "corrupt", "badlabel", "wrong", "photos", "broken_photos",
                                                        "noclasses", "oneclass", "empty")})  # fmt: skip
@@ -321,6 +325,7 @@ def build_sandbox(root: Path) -> dict[str, str]:
         "not_a_checkpoint": str(root / "not_a_checkpoint.ckpt"), "pickle_bomb": str(root / "pickle_bomb.ckpt"),
         "gap5": str(root / "gap5.ckpt"), "crafted": str(root / "crafted.ckpt"), "crafted_dm": str(root / "crafted_dm.ckpt"),
         "photo_file": str(root / "photos" / "cat" / "0.jpg"), "text_file": str(root / "notes.txt"),
+        "bad_acts": str(root / "bad_acts"),
     })  # fmt: skip
     return places
 

@@ -21,16 +21,18 @@ FIELDS = ("step", "mean", "std", "p15", "p50", "p85")
 HISTORY_FILE = "activation_stats.json"
 
 
+def spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced over them, first and last kept (the last alone when n = 1)."""
+    if len(items) <= n:
+        return list(items)
+    if n == 1:
+        return items[-1:]
+    return [items[i] for i in sorted({round(i * (len(items) - 1) / (n - 1)) for i in range(n)})]
+
+
 def nonlinearity_inputs(net: nn.Module, max_layers: int) -> list[tuple[str, nn.Module]]:
-    """The net's non-linearities in forward order, thinned to ``max_layers`` evenly spaced ones (first and last
-    kept)."""
-    found = [(name, m) for name, m in net.named_modules() if isinstance(m, NONLINEARITIES)]
-    if len(found) <= max_layers:
-        return found
-    if max_layers == 1:
-        return found[-1:]
-    picks = sorted({round(i * (len(found) - 1) / (max_layers - 1)) for i in range(max_layers)})
-    return [found[i] for i in picks]
+    """The net's non-linearities in forward order, thinned to ``max_layers`` evenly spaced ones."""
+    return spread([(name, m) for name, m in net.named_modules() if isinstance(m, NONLINEARITIES)], max_layers)
 
 
 class ActivationStats(pl.Callback):

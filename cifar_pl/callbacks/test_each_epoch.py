@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from ..checks import check_number
-from ..devices import prepare_images
 
 
 class TestEachEpoch(pl.Callback):
@@ -34,16 +32,17 @@ class TestEachEpoch(pl.Callback):
         if getattr(dm, "test_set", None) is None:
             dm.setup("test")
         test_set = dm.test_set
+        from ..viz.analysis import evaluate
+
         was_training = pl_module.training
         pl_module.eval()
+        net = getattr(pl_module, "eval_net", pl_module)  # the weight average once it has begun; one view
         correct, loss_sum = 0, 0.0
-        for start in range(0, len(test_set), self.batch_size):
+        for start in range(0, len(test_set), self.batch_size):  # a chunk at a time: bounded memory
             rows = slice(start, min(start + self.batch_size, len(test_set)))
-            x = prepare_images(test_set.take(rows), dm.normalize, pl_module)
-            y = test_set.labels[rows].to(x.device)
-            logits = pl_module(x, tta=False).float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
+            ev = evaluate(net, dm.normalize, test_set.take(rows), test_set.labels[rows], self.batch_size)
+            correct += int((ev.preds == ev.labels).sum())
+            loss_sum += float(ev.losses.sum())
         pl_module.train(was_training)
         n = len(test_set)
         pl_module.log("clean_test/acc", correct / n, on_step=False, on_epoch=True, sync_dist=False)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..callbacks.activations import FIELDS, HISTORY_FILE
+from ..callbacks.activations import FIELDS, HISTORY_FILE, spread
 from ..errors import BadFile, MissingFile
+from ..runs import version_dirs
 
 History = dict[str, list[list[float]]]
 
@@ -19,11 +20,7 @@ def read_history(run: str | Path) -> History:
     """The activation history of a run folder (``lightning_logs/<experiment>`` or one ``version_N`` of it:
     the newest version that has one)."""
     run = Path(run)
-    candidates = [run / HISTORY_FILE] + sorted(
-        run.glob(f"version_*/{HISTORY_FILE}"),
-        key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1].isdigit() else -1,
-        reverse=True,
-    )
+    candidates = [run / HISTORY_FILE] + [v / HISTORY_FILE for v in reversed(version_dirs(run))]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise MissingFile(f"no {HISTORY_FILE} in '{run}' or its version_N folders; train with the ActivationStats "
@@ -39,20 +36,14 @@ def read_history(run: str | Path) -> History:
         raise BadFile(f"'{path}' is not an activation history written by ActivationStats ({e})") from None
 
 
-def _pick(layers: list[str], n: int) -> list[str]:
-    if len(layers) <= n:
-        return layers
-    return [layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)] if n > 1 else layers[-1:]
-
-
 def drift_figure(runs: dict[str, History], max_layers: int = 4, title: str = "") -> Figure:
     """Rows: runs; columns: up to ``max_layers`` layers spread over the depth. Each panel: the 15th, 50th and
     85th percentile of the layer's pre-activation against the training step, with the mean dashed."""
-    columns = max(len(_pick(list(h), max_layers)) for h in runs.values()) if runs else 1
+    columns = max(len(spread(list(h), max_layers)) for h in runs.values()) if runs else 1
     fig = Figure(figsize=(3.3 * columns, 2.6 * len(runs) + 0.4))
     axes = fig.subplots(len(runs), columns, squeeze=False)
     for r, (name, history) in enumerate(runs.items()):
-        layers = _pick(list(history), max_layers)
+        layers = spread(list(history), max_layers)
         for c in range(columns):
             ax = axes[r][c]
             if c >= len(layers):
