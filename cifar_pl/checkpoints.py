@@ -19,14 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from .errors import BadFile, MissingFile, UserError
+from .files import atomic_write
 
+# DataModule arguments that name a place to write (the decoded-image cache): reset to the DataModule's own default
+# ($CIFAR_PL_CACHE) when a DataModule is rebuilt from a checkpoint. Folders it reads (data_dir, test_dir) are kept,
+# read-only, unless the command overrides them (viz --data-dir).
+WRITTEN_PATHS = ("cache_dir",)
 MODEL_CLASS_PATHS = ("cifar_pl.lit.ImageClassifier", "cifar_pl.lit.classifier.ImageClassifier")
 RUN_CONFIG_KEY = "RunConfig"  # the callback state that holds a run's whole configuration
 # Prefixes that wrappers add in front of a net's own parameter names: DataParallel/DDP ("module."),
 # our LightningModule ("net."), and many training scripts ("model.").
 _WRAPPER_PREFIXES = ("module.", "net.", "model.")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """The one checkpoint writer of every run: ``torch.save`` streamed into a temporary file in the checkpoint's
+    own folder, fsynced, renamed over the old file, the folder fsynced (``cifar_pl.files.atomic_write``). Lightning's
+    own writer goes through the system temp folder and a move, which across filesystems is a copy over the old
+    checkpoint: a SIGKILL or a full disk during it leaves ``last.ckpt`` truncated. Here the previous checkpoint
+    stays whole until the new one is complete. Remote paths (``s3://...``) are left to Lightning."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(path, lambda f: torch.save(checkpoint, f),
+                     hint="or move lightning_logs to a larger disk; then resume with --ckpt_path last")  # fmt: skip
+        return None
 
 
 def load_file(path: str | Path, what: str = "checkpoint") -> Any:
@@ -45,6 +66,15 @@ def load_file(path: str | Path, what: str = "checkpoint") -> Any:
             f"values are loaded; if it is a file you trust that needs full unpickling, convert it once with "
             f"torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pt')"
         ) from None
+
+
+def checkpoint_counters(path: str | Path) -> dict[str, int] | None:
+    """The epoch and global step a checkpoint holds (its tensors are mapped, not read), or None if unreadable."""
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+        return {"epoch": int(ckpt["epoch"]), "global_step": int(ckpt["global_step"])}
+    except Exception:  # a missing or foreign file: the caller says nothing was saved
+        return None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -159,6 +189,9 @@ class Checkpoint:
         args = dict(self.datamodule_args)
         if data_dir is not None:
             args["data_dir"] = data_dir
+        for key in WRITTEN_PATHS:  # where things are written comes from this machine, never from the file
+            if key in args:
+                args[key] = None
         dm = self.datamodule_class(**args)
         if self.datamodule_state:
             dm.load_state_dict(self.datamodule_state)
@@ -224,6 +257,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     state_dict = dict(ckpt["state_dict"])
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
         raise BadFile(f"{source}: state_dict holds something other than named tensors")
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise BadFile(
+            f"{source}: its weights hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{f', ... {len(broken)} tensors' if len(broken) > 3 else ''}), so every score would be meaningless; use "
+            f"an earlier checkpoint of the run (training diverged before this one was written)"
+        )
     hp = ckpt["hyper_parameters"]
     if not isinstance(hp, Mapping):
         raise BadFile(f"{source}: hyper_parameters is not a mapping")

@@ -30,10 +30,15 @@ def check_choice(name: str, value: Any, allowed: Any, hint: str = "") -> Any:
     """``value`` must be one of ``allowed`` (a Literal alias or a sequence)."""
     options = choices(allowed) if not isinstance(allowed, (list, tuple, dict)) else tuple(allowed)
     if value not in options:
-        close = difflib.get_close_matches(str(value), [str(o) for o in options], n=2)
+        close = difflib.get_close_matches(str(value)[:200], [str(o) for o in options], n=2)
         guess = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        shown = (
+            repr(value)
+            if len(repr(value)) <= 80
+            else f"{repr(value)[:60]}... ({len(repr(value)):,} characters)"
+        )
         raise BadValue(
-            f"{name}: unknown value {value!r}.{guess} Choose one of {', '.join(str(o) for o in options)}"
+            f"{name}: unknown value {shown}.{guess} Choose one of {', '.join(str(o) for o in options)}"
             + (f"; {hint}" if hint else "")
         )
     return value
@@ -74,9 +79,16 @@ def check_number(
 
 
 def check_size_or_fraction(name: str, value: Any, total: int | None = None, hint: str = "") -> int | float:
-    """A share of a set: a fraction in (0, 1) or a whole count >= 1 (below ``total`` when it is known)."""
+    """A share of a set: a fraction in (0, 1) or a whole count >= 1 (below ``total`` when it is known). A float is
+    a fraction (``1.0`` is every image, refused), an int a count; an integral float above 1 (``5000.0``, as older
+    checkpoints recorded counts) is a count."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadValue(f"{name} must be a fraction in (0, 1) or a count, got {value!r}")
+    if isinstance(value, float) and value == 1.0:
+        raise BadValue(
+            f"{name} 1.0 is a fraction that takes every image; give a fraction below 1 (e.g. 0.1), or a count of "
+            f"images written without a decimal point (1 for one image)"
+        )
     if isinstance(value, float) and not value.is_integer():
         return check_number(name, value, 0, 1, lo_open=True, hi_open=True,
                             hint=hint or "give a fraction in (0, 1), or a whole count of images")  # fmt: skip

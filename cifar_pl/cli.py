@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import re
 from argparse import ArgumentError
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonargparse
 import torch
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from . import data as _data  # noqa: F401  (DataModules must be imported to be found by short name)
+from . import safe_yaml
 from .callbacks import DataPreview, GracefulStop, RNGState, RunConfig, StageStart, TestReport
-from .checkpoints import Checkpoint, read_checkpoint
+from .checkpoints import AtomicCheckpointIO, Checkpoint, checkpoint_counters, read_checkpoint
+from .data import list_datamodules
+from .data.identity import IDENTITY_KEY
+from .data.identity import differences as data_differences
 from .errors import BadValue
+from .files import check_writable_folder
 from .lit import ImageClassifier
 from .runs import (
     LOG_ROOT,
     check_name,
+    experiment_dir,
     link_best,
     next_free,
     resolve_ckpt_path,
@@ -33,7 +42,14 @@ from .runs import (
 )
 from .stages import Continuation, plan_continuation
 
+# Configs and values given as YAML are read with a bound on alias expansion (cifar_pl.safe_yaml).
+jsonargparse.set_loader("yaml", safe_yaml.bounded_loader(jsonargparse.get_loader("yaml")),
+                        exceptions=(yaml.YAMLError,))  # fmt: skip
+
 EVALUATING = ("validate", "test", "predict")
+# What a stop (or a failure) wrote into run.json; a run that starts again (a resume) clears it.
+STOP_FIELDS = ("exit_code", "phase", "stopped_epoch", "stopped_step", "epoch", "global_step", "checkpoint_epoch",
+               "checkpoint_step", "last_checkpoint", "error")  # fmt: skip
 
 
 def parse_error_line(message: str) -> str:
@@ -62,8 +78,11 @@ def parse_error_line(message: str) -> str:
     if literal:
         options = ", ".join(o.strip().strip("'") for o in literal.group(1).split(","))
         reason = f"unknown value {literal.group(2)!r}; choose one of {options}"
-    plain = re.match(r"Expected a <class '(\w+)'>", reason)
+    plain = re.match(r"Expected a <class '(\w+)'>(?:\. Got value: (.*))?$", reason)
     if plain:
+        given = (
+            plain.group(2) if plain.group(2) is not None else given
+        )  # the value, not its NestedArg wrapper
         reason = f"expected {'a whole number' if plain.group(1) == 'int' else plain.group(1)}, got {given!r}"
     if reason.startswith("unrecognized arguments:"):
         return reason.replace("arguments: fit ", "arguments: ") + " (--help lists every option)"
@@ -100,6 +119,8 @@ class CifarCLI(LightningCLI):
         self._checkpoint: Checkpoint | None = None
         self._config_view: dict[str, Any] = {}
         self._run_dir: Path | None = None
+        self._stop: GracefulStop | None = None
+        self._held: ExitStack | None = None
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -109,6 +130,9 @@ class CifarCLI(LightningCLI):
                             help="after fit, score the best checkpoint (last weights if none) on the test set")  # fmt: skip
         parser.add_argument("--stage_counters", type=Literal["continue", "restart"], default="continue",
                             help="a new stage from --ckpt_path: continue its epoch/step counters, or start at 0")  # fmt: skip
+        parser.add_argument("--new_data", type=bool, default=False,
+                            help="fit --ckpt_path onto data other than the checkpoint's (another collection, photos "
+                                 "added or removed, another split): a new stage, explicitly")  # fmt: skip
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -129,10 +153,19 @@ class CifarCLI(LightningCLI):
         })  # fmt: skip
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # config files first, through the bounded reader: a malformed one is named with its line
+        safe_yaml.check_config_files(config_files(args))
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:
-            raise BadValue(parse_error_line(str(e))) from None
+            raise BadValue(_class_path_error(str(e)) or parse_error_line(str(e))) from None
+        # checked here: LightningCLI seeds everything before the classes are built
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        seed = cfg.get("seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+            raise BadValue(
+                f"seed_everything must be a whole number in [0, 2**32 - 1], got {seed}; or true for a random seed"
+            )
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would merge the checkpoint's hyperparameters over this configuration (command line
@@ -144,13 +177,22 @@ class CifarCLI(LightningCLI):
         sub = self.subcommand
         cfg = self.config[sub] if sub else self.config
         check_name(cfg.experiment)
+        for key in ("checkpoint", "last_checkpoint"):
+            if cfg.get(key) is not None and cfg[key].get("dirpath") is not None:
+                raise BadValue(
+                    f"{key}.dirpath: checkpoints are written in the run's folder ({LOG_ROOT}/<experiment>/version_N/"
+                    f"checkpoints), where --ckpt_path last and best find them; choose the folder with --experiment "
+                    f"and drop {key}.dirpath"
+                )
+        if sub and (cfg.trainer.logger is None or cfg.trainer.logger is True):
+            check_writable_folder(experiment_dir(cfg.experiment), f"--experiment {cfg.experiment!r}")
         if cfg.get("weights_only") is False:
             raise BadValue(
                 "weights_only: false would let a checkpoint run code when it is loaded; cifar_pl loads checkpoints "
                 "as tensors and plain values only. Convert a file you trust once with torch.save(torch.load(f, "
                 "weights_only=False)['state_dict'], 'clean.pt') and start from it with model.init_from"
             )
-        self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False)) if sub else {}
+        self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False))
         version = None
         if sub == "fit":
             self._check_fit_values(cfg)
@@ -191,9 +233,22 @@ class CifarCLI(LightningCLI):
         cfg.ckpt_path = str(path)
         run_dir = run_dir_of(path, cfg.experiment)
         plan = plan_continuation(ckpt, self._config_view, run_dir, cfg.stage_counters)
+        if (
+            plan.kind == "resume" and cfg.new_data
+        ):  # asked for: the same configuration on other data is a stage
+            plan = Continuation(
+                "stage", ckpt, [("data (--new_data)", "the checkpoint's", "the data given now")], None,
+                *((ckpt.epochs_done, ckpt.global_step) if cfg.stage_counters == "continue" else (0, 0)),
+            )  # fmt: skip
         self._continuation = plan
         rank_zero_info(plan.summary())
         if plan.kind == "resume":
+            max_epochs = cfg.trainer.max_epochs
+            if max_epochs not in (None, -1) and max_epochs < ckpt.epochs_done:
+                raise BadValue(
+                    f"{path} has trained {ckpt.epochs_done} epochs; trainer.max_epochs {max_epochs} is fewer. Give "
+                    f"max_epochs {ckpt.epochs_done} or more to resume it (more trains longer)"
+                )
             if ckpt.config and ckpt.config.get("seed_everything") != self._config_view.get("seed_everything"):
                 rank_zero_warn(
                     "the seed differs from the interrupted run's: the remaining data order differs too"
@@ -249,10 +304,22 @@ class CifarCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         model, dm = self.model, self.datamodule
-        if self._checkpoint is not None and model.hparams.num_classes != len(self._checkpoint.class_names):
+        ckpt = self._checkpoint
+        if ckpt is not None and model.hparams.num_classes != len(ckpt.class_names):
             raise BadValue(
-                f"the checkpoint {self._checkpoint.path} classifies {len(self._checkpoint.class_names)} classes, "
+                f"the checkpoint {ckpt.path} classifies {len(ckpt.class_names)} classes, "
                 f"the data has {model.hparams.num_classes}; pass the data it was trained on"
+            )
+        names = model.hparams.get("class_names")
+        if (
+            ckpt is not None
+            and ckpt.model_args.get("class_names")
+            and names
+            and list(names) != ckpt.class_names
+        ):
+            raise BadValue(
+                f"the checkpoint {ckpt.path} was trained on the classes {ckpt.class_names}, the data has {list(names)}; "
+                f"its scores would be read under the wrong names: pass the data it was trained on"
             )
         self._check_image_size(model, dm)
 
@@ -288,7 +355,8 @@ class CifarCLI(LightningCLI):
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         if config.get("enable_checkpointing") is False:
             extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        extra += [RNGState(), GracefulStop(), RunConfig(self._config_view)]
+        self._stop = GracefulStop()
+        extra += [RNGState(), self._stop, RunConfig(self._config_view)]
         # Defaults the configuration can replace: decided on the instantiated callbacks (a class of the user's
         # that is a ProgressBar counts as one), so no name is looked up here.
         given = list(config.get("callbacks") or [])
@@ -307,11 +375,36 @@ class CifarCLI(LightningCLI):
         plan = self._continuation
         if plan is not None and plan.kind == "stage" and (plan.start_epoch or plan.start_step):
             extra.append(StageStart(plan.start_epoch, plan.start_step))
+        # every checkpoint goes through the crash-consistent writer, unless the configuration brings its own
+        plugins = config.get("plugins")
+        plugins = (
+            [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        )
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
         return self._instantiate_trainer(config, extra)
 
-    # ---- fit: stages, the run's record, test after fit ----
+    # ---- fit: stages, the data check, the run's record, stops, test after fit ----
+    def before_fit(self) -> None:
+        # Signals are handled from here to the end of the test after fit: a stop while the data is decoded, in the
+        # sanity check or in the test ends the run with its record saying so, never with the record left "running".
+        self._held = ExitStack()
+        self._held.enter_context(self._stop.hold(self.trainer))
+
+    def _release(self) -> None:
+        held = getattr(self, "_held", None)
+        if held is not None:
+            held.close()
+            self._held = None
+
     def fit(self, model: ImageClassifier, datamodule=None, ckpt_path: str | None = None, **kwargs) -> None:
         plan = self._continuation
+        try:
+            if plan is not None:
+                self._check_data(plan, datamodule)
+        except BaseException:
+            self._release()
+            raise
         if plan is not None and plan.kind == "stage":
             self._start_stage(model, plan)
             ckpt_path = None  # the weights are in; optimiser, schedule and counters start afresh
@@ -320,7 +413,8 @@ class CifarCLI(LightningCLI):
             Path(log_dir) if log_dir else None
         )  # no logger (or fast_dev_run): no run folder, no record
         self._record(status="running", experiment=self.config.fit.experiment, max_epochs=self.trainer.max_epochs,
-                     ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None))  # fmt: skip
+                     ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None),
+                     config=self._config_view, _drop=STOP_FIELDS)  # fmt: skip
         if self._run_dir is not None and plan is not None and plan.kind == "stage":
             parent = plan.checkpoint.path.resolve()  # best.ckpt is a link: its target names the parent's run
             write_json_atomic(self._run_dir / "stage.json", {
@@ -332,25 +426,70 @@ class CifarCLI(LightningCLI):
         try:
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs))
         except SystemExit as e:  # a signal (GracefulStop set the code), or Lightning's own exit
-            saved = next((cb.saved for cb in self.trainer.callbacks if isinstance(cb, GracefulStop)), None)
-            self._record(status="interrupted", exit_code=e.code, epoch=self.trainer.current_epoch,
-                         global_step=self.trainer.global_step, last_checkpoint=str(saved) if saved else None)  # fmt: skip
-            rank_zero_info(
-                f"stopped at epoch {self.trainer.current_epoch}, step {self.trainer.global_step}; "
-                + (
-                    f"saved {saved}. Resume with the same command and --ckpt_path last"
-                    if saved
-                    else "nothing saved"
-                )
-            )
+            self._stopped(e.code)
+            self._release()
             raise
         except BaseException as e:
             self._record(
                 status="failed", error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             )
+            self._release()
             raise
         self._record(status="fitted", epochs_done=self.trainer.current_epoch, global_step=self.trainer.global_step,
                      stopped_early=bool(self.trainer.should_stop))  # fmt: skip
+
+    def _check_data(self, plan: Continuation, datamodule: Any) -> None:
+        """``fit --ckpt_path``: the data given now is the data the checkpoint was trained on (class names, source,
+        split; ``cifar_pl.data.identity``), or ``--new_data`` says a new stage goes onto other data on purpose."""
+        ckpt = plan.checkpoint
+        if not hasattr(datamodule, "data_identity"):
+            return  # a DataModule of the user's that cannot say what it holds
+        if self.trainer.local_rank == 0:
+            datamodule.prepare_data()  # Lightning's call finds it done
+        current = datamodule.data_identity()
+        recorded = ckpt.datamodule_state.get(IDENTITY_KEY)
+        diffs = data_differences(recorded, current) if isinstance(recorded, dict) else []
+        names = ckpt.model_args.get("class_names")
+        if not isinstance(recorded, dict) and names and list(names) != list(current["classes"]):
+            diffs.append(f"classes {list(names)} then, {current['classes']} now")
+        if not diffs:
+            return
+        if self.config.fit.new_data:
+            rank_zero_info(f"new stage on other data (--new_data): {'; '.join(diffs)}")
+            return
+        raise BadValue(
+            f"{ckpt.path} was trained on other data: {'; '.join(diffs)}. Pass the data it was trained on "
+            f"(--data.data_dir), or go on with this data as a new stage with --new_data true"
+        )
+
+    def _stopped(self, code: Any, test: bool = False) -> None:
+        """Record and say where a stopped run can continue from: the step the checkpoint really holds."""
+        stop, trainer = self._stop, self.trainer
+        saved = stop.saved
+        held = checkpoint_counters(saved) if saved else None
+        phase = "test" if test else (stop.phase or "training")
+        # epoch / global_step: what a resume starts from (the checkpoint's counters); stopped_*: where it stopped
+        fields: dict[str, Any] = {"status": "interrupted", "exit_code": code, "phase": phase,
+                                  "stopped_epoch": trainer.current_epoch, "stopped_step": trainer.global_step,
+                                  "epoch": held["epoch"] if held else None,
+                                  "global_step": held["global_step"] if held else None,
+                                  "checkpoint_epoch": held["epoch"] if held else None,
+                                  "checkpoint_step": held["global_step"] if held else None,
+                                  "last_checkpoint": str(saved) if saved else None}  # fmt: skip
+        self._record(**fields)
+        step = trainer.global_step
+        if test:
+            said = (f"stopped during the test after training; training is complete and saved ({saved}): the same "
+                    f"command with --ckpt_path last runs the test again")  # fmt: skip
+        elif held is None:
+            said = (f"stopped during {phase} at step {step}, before any checkpoint was written; nothing to resume: "
+                    f"run the same command again")  # fmt: skip
+        else:
+            redo = step - held["global_step"]
+            said = (f"stopped during {phase} at step {step}; {saved} holds epoch {held['epoch']}, step "
+                    f"{held['global_step']}: the same command with --ckpt_path last continues from there"
+                    + (", redoing nothing" if redo <= 0 else f", training {redo} steps again"))  # fmt: skip
+        rank_zero_info(said)
 
     # Checkpoints reach Lightning only after cifar_pl.checkpoints has read them, and are loaded tensors-only.
     @staticmethod
@@ -386,11 +525,17 @@ class CifarCLI(LightningCLI):
             "parent": str(ckpt.path),
         }
 
-    def _record(self, **fields: Any) -> None:
+    def _record(self, _drop: tuple[str, ...] = (), **fields: Any) -> None:
         if self._run_dir is not None:
-            update_record(self._run_dir, subcommand=self.subcommand, **fields)
+            update_record(self._run_dir, subcommand=self.subcommand, _drop=_drop, **fields)
 
     def after_fit(self) -> None:
+        try:
+            self._after_fit()
+        finally:
+            self._release()
+
+    def _after_fit(self) -> None:
         cfg = self.config[self.subcommand]
         best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
@@ -401,8 +546,44 @@ class CifarCLI(LightningCLI):
         if not cfg.test_after_fit or self.trainer.interrupted:
             self._record(status="complete", tested=False)
             return
-        results = self.trainer.test(
-            self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
-        )
+        try:
+            results = self.trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
+            )
+        except SystemExit as e:
+            self._stopped(e.code, test=True)
+            raise
         self._record(status="complete", tested=True, test=results[0] if results else {},
                      best_checkpoint=best or None)  # fmt: skip
+
+
+def config_files(args: Any) -> list[str]:
+    """The existing files given with ``--config``/``-c`` in ``args`` (as on the command line; None: ``sys.argv``)."""
+    import sys
+
+    argv = sys.argv[1:] if args is None else args
+    if not isinstance(argv, (list, tuple)):
+        return []
+    found = []
+    for i, arg in enumerate(map(str, argv)):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            found.append(str(argv[i + 1]))
+        elif arg.startswith("--config="):
+            found.append(arg.split("=", 1)[1])
+    return [f for f in found if Path(f).is_file()]
+
+
+def _class_path_error(message: str) -> str | None:
+    """jsonargparse's report of a ``data.class_path`` it could not import, as one line listing our DataModules."""
+    first = message.strip().split("\n", 1)[0]
+    if first != 'Parser key "data":' or not re.search(
+        r"has no attribute|No module named|Import path", message
+    ):
+        return None
+    given = re.search(r"key='class_path', val='([^']+)'", message)
+    name = f" {given.group(1)!r}" if given else ""
+    return (
+        f"data.class_path{name} is not a DataModule; give one of "
+        f"{', '.join(f'cifar_pl.data.{n}' for n in list_datamodules())}, or the import path of your own "
+        f"LightningDataModule"
+    )

@@ -10,6 +10,28 @@ import torch
 import torch.nn as nn
 
 
+def parse_device(name: str, flag: str = "--device") -> torch.device:
+    """A device named on the command line (``cpu``, ``cuda``, ``cuda:1``, ``mps``) that exists here; one line
+    naming ``flag`` otherwise, before a checkpoint is read."""
+    from .errors import BadValue
+
+    try:
+        device = torch.device(str(name))
+    except (RuntimeError, TypeError, ValueError):
+        raise BadValue(f"{flag} {name!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise BadValue(f"{flag} {name}: this machine has {count} CUDA device(s); use cpu" +
+                           (f" or cuda:0..cuda:{count - 1}" if count else ""))  # fmt: skip
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise BadValue(f"{flag} mps: no Apple GPU here; use cpu")
+    elif device.type != "cpu":
+        raise BadValue(f"{flag} {name!r}: use cpu, cuda, cuda:N or mps")
+    return device
+
+
 def device_of(module: nn.Module) -> torch.device:
     """Where ``module`` computes (its first parameter's or buffer's device; the CPU for a module with neither)."""
     for t in module.parameters():

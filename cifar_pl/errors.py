@@ -2,17 +2,20 @@
 
 A user error is printed as one line (``error: ...``, the message says what to do), exits with status 2 and shows
 no traceback; every other exception keeps its traceback, because it is a bug to report. Set
-``CIFAR_PL_TRACEBACK=1`` to see the traceback of user errors too.
+``CIFAR_PL_TRACEBACK=1`` to see the traceback of user errors too (the exit code stays 2).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
+from typing import TypeVar
 
 TRACEBACK_ENV = "CIFAR_PL_TRACEBACK"
 EXIT_USER_ERROR = 2
+E = TypeVar("E", bound=BaseException)
 
 
 class UserError(Exception):
@@ -35,16 +38,21 @@ class TrainingDiverged(UserError, FloatingPointError):
     """The loss became NaN or infinite: a setting (usually the learning rate) is wrong for this net."""
 
 
-def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError that caused ``exc`` (itself, or one in its chain), if any. jsonargparse wraps an error
-    raised while it instantiates a class in a report of its own; the original is kept in the chain."""
+def error_in(exc: BaseException | None, kind: type[E]) -> E | None:
+    """The exception of type ``kind`` that caused ``exc`` (itself, or one in its chain of causes), if any."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError that caused ``exc`` (itself, or one in its chain), if any. jsonargparse wraps an error
+    raised while it instantiates a class in a report of its own; the original is kept in the chain."""
+    return error_in(exc, UserError)
 
 
 def run_main(fn: Callable[[], object]) -> int:
@@ -58,8 +66,10 @@ def run_main(fn: Callable[[], object]) -> int:
         return 130
     except Exception as e:
         err = user_error_in(e)
-        if err is None or show:
+        if err is None:
             raise
+        if show:  # asked for: the traceback too, with the same line and the same exit code
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0

@@ -14,32 +14,38 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 from .checks import check_number
+from .devices import parse_device
 from .errors import BadValue, run_main
+from .files import check_writable_folder, csv_cell, write_text_atomic
 from .images import image_files
 from .inference import MAX_SIDE, Predictor
 
+MAX_SIDE_LIMIT = 4096  # a 4096 x 4096 photo is 50 MB as uint8 and several GB through a net
+
 
 def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """The table, whole or not at all (``cifar_pl.files``); CSV cells that would start a formula are quoted."""
     if out.suffix == ".json":
-        out.write_text(json.dumps(rows, indent=2))
+        write_text_atomic(out, json.dumps(rows, indent=2))
         return
     fields = ["file", "width", "height", "input"]
     for i in range(1, top_k + 1):
         fields += [f"top{i}", f"prob{i}"]
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*fields, "error"])
-        writer.writeheader()
-        for row in rows:
-            flat = {k: row.get(k, "") for k in ("file", "width", "height", "input", "error")}
-            for i, t in enumerate(row.get("top", []), 1):
-                flat[f"top{i}"], flat[f"prob{i}"] = t["class"], t["prob"]
-            writer.writerow(flat)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=[*fields, "error"])
+    writer.writeheader()
+    for row in rows:
+        flat = {k: row.get(k, "") for k in ("file", "width", "height", "input", "error")}
+        for i, t in enumerate(row.get("top", []), 1):
+            flat[f"top{i}"], flat[f"prob{i}"] = t["class"], t["prob"]
+        writer.writerow({k: csv_cell(v) for k, v in flat.items()})
+    write_text_atomic(out, text.getvalue())
 
 
 def predict(argv: list[str] | None = None) -> list[dict]:
@@ -57,13 +63,20 @@ def predict(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     check_number("--top-k", args.top_k, 1, integer=True)
-    check_number("--max-side", args.max_side, 8, integer=True)
+    check_number("--max-side", args.max_side, 8, MAX_SIDE_LIMIT, integer=True,
+                 hint="larger photos are scaled down to it; memory grows with its square")  # fmt: skip
     if Path(args.out).suffix not in (".csv", ".json"):
         raise BadValue(f"--out {args.out}: the table is written as .csv or .json; name the file so")
+    if Path(args.out).is_dir():
+        raise BadValue(
+            f"--out {args.out} is a folder; name the table file (e.g. {Path(args.out) / 'predictions.csv'})"
+        )
+    check_writable_folder(Path(args.out).parent, "--out")  # before the work, not after it
+    device = parse_device(args.device)
     files = image_files(args.inputs)
     if not files:
         raise BadValue(f"no files found in {args.inputs}")
-    predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+    predictor = Predictor.from_checkpoint(args.ckpt, device)
     rows = predictor.predict_files(files, args.top_k, args.size, args.max_side)
     write_rows(rows, Path(args.out), min(args.top_k, len(predictor.classes)))
     for row in rows:

@@ -12,14 +12,17 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import BadValue, MissingFile
+from .files import write_text_atomic
 
 LOG_ROOT = "lightning_logs"
 RECORD = "run.json"
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,=+-]*")
+MAX_PART = 120  # characters in one folder name (filesystems take 255 bytes; a sweep adds ",seed=N" and more)
 
 
 def check_name(name: str, what: str = "--experiment") -> str:
@@ -33,7 +36,17 @@ def check_name(name: str, what: str = "--experiment") -> str:
             f"{what} {name!r} is not a run name: use letters, digits and ._,=+- (parts joined by '/', no '..', "
             f"not an absolute path); runs always go below {LOG_ROOT}/"
         )
+    longest = max(parts, key=len)
+    if len(longest) > MAX_PART or len(parts) > 8:
+        raise BadValue(
+            f"{what} {_shorten(name)} is too long for a folder name ({len(longest)} characters in one part, "
+            f"{len(parts)} parts); use at most {MAX_PART} characters per part and 8 parts"
+        )
     return name
+
+
+def _shorten(name: str) -> str:
+    return repr(name) if len(name) <= 60 else repr(name[:40] + "...")
 
 
 def safe_part(text: str) -> str:
@@ -123,15 +136,13 @@ def link_best(target: Path, link: Path) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON so a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
-def update_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into the run's ``run.json`` (status: running, interrupted, failed, fitted, complete)."""
-    record = read_record(run_dir) or {}
+def update_record(run_dir: Path, _drop: Sequence[str] = (), **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the run's ``run.json`` (status: running, interrupted, failed, fitted, complete),
+    first removing the keys in ``_drop`` (what an earlier stop recorded, when the run starts again)."""
+    record = {k: v for k, v in (read_record(run_dir) or {}).items() if k not in _drop}
     record.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_json_atomic(Path(run_dir) / RECORD, record)
     return record

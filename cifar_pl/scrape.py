@@ -39,6 +39,7 @@ from typing import Protocol
 from PIL import Image, ImageDraw
 
 from .errors import BadValue, MissingFile, UserError, run_main
+from .files import check_writable_folder
 from .images import to_rgb
 
 MANIFEST_FIELDS = ["url", "file", "sha256", "size", "width", "height", "class"]
@@ -397,6 +398,7 @@ def run(argv: list[str] | None = None) -> None:
                             ("--timeout", args.timeout, 0.1), ("--max-mb", args.max_mb, 0.01)):  # fmt: skip
         if not value >= lo:
             raise BadValue(f"{flag} must be >= {lo}, got {value}")
+    check_writable_folder(args.out, "--out")  # before the search, not after it
     limits = Limits(timeout=args.timeout, max_bytes=int(args.max_mb * 1e6), concurrency=args.concurrency)
     summary = scrape(args.classes, args.per_class, args.out, DDGSBackend(), limits)
     print_summary(summary, args.out)

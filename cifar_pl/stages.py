@@ -23,7 +23,7 @@ from .checkpoints import Checkpoint
 # Values that can differ between a run and its exact resume: they say where things are and how the run is
 # watched, not what is trained.
 RESUME_NEUTRAL = (
-    "ckpt_path", "config", "experiment", "test_after_fit", "stage_counters", "seed_everything",
+    "ckpt_path", "config", "experiment", "test_after_fit", "stage_counters", "new_data", "seed_everything",
     "trainer.max_epochs", "trainer.max_time", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.logger", "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
@@ -31,6 +31,7 @@ RESUME_NEUTRAL = (
     "data.init_args.data_dir", "data.init_args.test_dir", "data.init_args.num_workers", "data.init_args.pin_memory",
     "data.init_args.eval_batch_size", "data.init_args.download", "data.init_args.resident",
     "model.sync_every", "model.compile", "model.compile_mode", "model.channels_last", "model.init_from", "model.init_strict",
+    "model.weight_init",
     "checkpoint", "last_checkpoint",
 )  # fmt: skip
 # Linked from the data at instantiation; compared through the data.

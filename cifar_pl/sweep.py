@@ -11,6 +11,12 @@ an interrupted or failed one continues from its ``last.ckpt``. SIGTERM/SIGINT to
 progress, which saves and stops; the sweep then exits 128 + signal. At the end ``lightning_logs/<sweep>/plots/``
 gets one chart per compared metric (PNG and SVG), final-value bars and ``summary.md``.
 
+Everything is checked before the first run starts: the file (read with a bound on YAML aliases), every run's
+configuration (parsed and built as ``fit`` would, without training: a typo in one override fails at once, naming
+the run), run names (two grid values that make one name are refused; ``experiment`` is the sweep's to set), and
+every run that has run before: its recorded configuration must be the one the sweep would run now, or the sweep
+stops with one line naming the runs that changed (``--rerun-changed`` trains those again in a new version folder).
+
 ```yaml
 sweep: label_corruption
 config: configs/corrupt/labels.yaml
@@ -29,6 +35,8 @@ groups' intervals overlap, i.e. which differences the repeats cannot tell from s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import signal
@@ -38,14 +46,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import BadFile, BadValue, MissingFile, run_main
+from . import safe_yaml
+from .errors import BadValue, UserError, run_main, user_error_in
+from .files import write_text_atomic
 from .runs import LOG_ROOT, check_name, latest_last_checkpoint, mean_std, read_record, safe_part, version_dirs
 
 DEFAULT_COMPARE = ["train/loss", "train/acc", "val/acc", "train/epoch_time"]
 SWEEP_KEYS = ("sweep", "config", "args", "runs", "grid", "compare", "final", "seeds", "repeats")
 SEED_SEP = ",seed="
+# Options a sweep sets for its runs itself (the run's folder, its resume): a sweep file may not.
+SWEEP_OWNED = ("experiment", "ckpt_path")
+# Values that decide what a finished run's results are, beyond those that make a resume a new stage.
+RESULT_KEYS = ("trainer.max_epochs", "trainer.max_steps", "test_after_fit")
 
 
 def _arg_value(value: Any) -> str:
@@ -108,14 +120,7 @@ def _seeds(path: Path, seeds: Any, repeats: Any) -> list[int]:
 def load_sweep(path: str | Path) -> dict[str, Any]:
     """A sweep file, checked: ``sweep`` (name), ``config`` (one or more), ``runs`` and/or ``grid``."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"sweep file '{path}' does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-        raise BadFile(f"sweep file '{path}' is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    spec = safe_yaml.load_file(path, "sweep file")
     spec = _mapping(path, "the file", spec or {}, "keys to values")
     unknown = set(spec) - set(SWEEP_KEYS)
     if unknown:
@@ -127,15 +132,25 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     if not all(isinstance(c, str) for c in configs):
         raise BadValue(f"{path}: `config:` is a config file or a list of them")
     args = _mapping(path, "args", spec.get("args"), "option names to values (trainer.max_epochs: 30)")
+    _sweep_owned(path, "args", args)
     runs: dict[str, dict[str, Any]] = {}
     for run, overrides in _mapping(path, "runs", spec.get("runs"), "run names to their overrides").items():
         runs[run] = _mapping(path, f"runs.{run}", overrides, "option names to values")
+        _sweep_owned(path, f"runs.{run}", runs[run])
     grid = _mapping(path, "grid", spec.get("grid"), "option names to lists of values")
     if not all(isinstance(v, list) and v for v in grid.values()):
         raise BadValue(f"{path}: every `grid:` entry is a non-empty list of values")
+    _sweep_owned(path, "grid", grid)
     for values in itertools.product(*grid.values()) if grid else []:
         combo = dict(zip(grid, values, strict=True))
-        runs[safe_part(",".join(f"{k.split('.')[-1]}={_arg_value(v)}" for k, v in combo.items()))] = combo
+        run_name = safe_part(",".join(f"{k.split('.')[-1]}={_arg_value(v)}" for k, v in combo.items()))
+        if run_name in runs:
+            raise BadValue(
+                f"{path}: the grid values {combo} make the run name {run_name!r}, which "
+                f"{'another grid combination' if run_name not in spec.get('runs', {}) else '`runs:`'} has too "
+                f"({runs[run_name]}); one would be dropped. Give distinct values, or name the runs with `runs:`"
+            )
+        runs[run_name] = combo
     if not runs:
         raise BadValue(f"{path}: no runs; give `runs:` or `grid:`")
     for run in runs:
@@ -159,10 +174,105 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             for s, member in zip(seeds, groups[run], strict=True):
                 runs[member] = {**overrides, "seed_everything": s}
     return {
-        "sweep": name, "configs": configs, "args": args, "runs": runs, "groups": groups, "seeds": seeds,
+        "file": str(path), "sweep": name, "configs": configs, "args": args, "runs": runs, "groups": groups, "seeds": seeds,
         "compare": _names(path, "compare", spec.get("compare"), DEFAULT_COMPARE),
         "final": _names(path, "final", spec.get("final"), ["train/acc", "test/acc"]),
     }  # fmt: skip
+
+
+def _sweep_owned(path: Path, where: str, overrides: dict[str, Any]) -> None:
+    owned = [k for k in overrides if k.lstrip("-") in SWEEP_OWNED]
+    if owned:
+        raise BadValue(
+            f"{path}: `{where}:` sets {owned[0].lstrip('-')}, which the sweep sets for each run (its folder "
+            f"lightning_logs/<sweep>/<run>, its resume); name the runs with `sweep:` and the run names instead"
+        )
+
+
+def run_args(spec: dict[str, Any], name: str, extra: list[str]) -> list[str]:
+    """The arguments of ``python -m cifar_pl fit`` for run ``name`` (without a checkpoint to resume)."""
+    args: list[str] = []
+    for config in spec["configs"]:
+        args += ["--config", str(config)]
+    return [*args, "--experiment", f"{spec['sweep']}/{name}", *_as_args(spec["args"]),
+            *_as_args(spec["runs"][name]), *extra]  # fmt: skip
+
+
+def configuration_of(args: list[str]) -> dict[str, Any]:
+    """What ``fit`` with ``args`` would run, as its plain configuration, after parsing the arguments and building
+    the model, the DataModule and the callbacks as ``fit`` would (no data is read, no trainer made, nothing
+    written): a bad value raises the one-line error ``fit`` would give."""
+    from .cli import CifarCLI
+
+    class _Check(CifarCLI):
+        def instantiate_trainer(self, **kwargs):
+            return None
+
+        def before_instantiate_classes(self) -> None:
+            super().before_instantiate_classes()
+            self._check_fit_values(self.config)
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            cli = _Check(args=args, run=False)
+    except Exception as e:
+        err = user_error_in(e)
+        if err is None:
+            raise
+        raise err from None
+    return cli._config_view
+
+
+def check_runs(spec: dict[str, Any], names: list[str], extra: list[str]) -> dict[str, dict[str, Any]]:
+    """Every run's configuration (see ``configuration_of``), or the first run's error naming the run."""
+    views = {}
+    for name in names:
+        try:
+            views[name] = configuration_of(run_args(spec, name, extra))
+        except UserError as e:
+            raise BadValue(f"{spec['file']}: run {name!r}: {e}") from None
+        # a config file named in args/runs/grid (or on the command line) may set what the sweep owns
+        folder = f"{spec['sweep']}/{name}"
+        if views[name].get("experiment") != folder or views[name].get("ckpt_path") is not None:
+            key, value = (
+                ("experiment", views[name].get("experiment"))
+                if views[name].get("experiment") != folder
+                else ("ckpt_path", views[name].get("ckpt_path"))
+            )
+            raise BadValue(
+                f"{spec['file']}: run {name!r}: a config it includes sets {key} to {value!r}, which the sweep sets "
+                f"for each run (its folder lightning_logs/{folder}, its resume); remove {key} from that config"
+            )
+    return views
+
+
+def recorded_configuration(run_dir: Path) -> dict[str, Any] | None:
+    """The configuration a run's newest version ran with: its record's, else its last checkpoint's."""
+    versions = version_dirs(run_dir)
+    record = read_record(versions[-1]) if versions else None
+    if record and isinstance(record.get("config"), dict):
+        return record["config"]
+    last = latest_last_checkpoint(run_dir)
+    if last is None:
+        return None
+    from .checkpoints import read_checkpoint
+
+    try:
+        return read_checkpoint(last).config
+    except UserError:
+        return None
+
+
+def changes_since(old: dict[str, Any], new: dict[str, Any], complete: bool) -> list[tuple[str, Any, Any]]:
+    """What differs between a run's recorded configuration and the one the sweep would run: what makes a resume a
+    new stage, and for a finished run also what decides its results (epochs, the test)."""
+    from .stages import _canon, differences, flatten
+
+    out = differences(old, new)
+    if complete:
+        a, b = flatten(old), flatten(new)
+        out += [(k, a.get(k), b.get(k)) for k in RESULT_KEYS if _canon(a.get(k)) != _canon(b.get(k))]
+    return out
 
 
 def run_status(run_dir: Path) -> str:
@@ -194,39 +304,85 @@ class _Forward:
             self.proc.send_signal(signum)
 
 
-def run_sweep(
-    spec: dict[str, Any], extra: list[str], log_root: Path = Path(LOG_ROOT), dry_run: bool = False, only=None
+def check_sweep(
+    spec: dict[str, Any],
+    extra: list[str],
+    log_root: Path = Path(LOG_ROOT),
+    only=None,
+    rerun_changed: bool = False,
 ) -> dict[str, str]:
-    """Run every run of ``spec`` not done yet; returns run name -> ``done``/``skipped``/``interrupted (...)``/
-    ``failed (...)``/``dry run``. A signal stops the sweep after the run in progress has saved."""
+    """Before the first run: every run's configuration (``check_runs``), and every run that ran before compared
+    with it. Returns what to do with the runs that differ: ``longer`` (a finished run whose only change is a higher
+    ``trainer.max_epochs``: it trains on from its last checkpoint) or ``again`` (anything else changed: trained
+    again from scratch, in a new version folder, only with ``rerun_changed``; without it they are refused in one
+    line that names them and what changed)."""
+    from .stages import describe
+
+    names = [n for n in spec["runs"] if not only or n in only]
+    views = check_runs(spec, names, extra)
+    changed, plan = {}, {}
+    for name in names:
+        run_dir = log_root / spec["sweep"] / name
+        status = run_status(run_dir)
+        if status != "complete" and latest_last_checkpoint(run_dir) is None:
+            continue  # nothing kept that the sweep would reuse
+        old = recorded_configuration(run_dir)
+        diff = changes_since(old, views[name], status == "complete") if old is not None else []
+        if diff and all(k == "trainer.max_epochs" and _more_epochs(a, b) for k, a, b in diff):
+            plan[name] = "longer"
+        elif diff:
+            changed[name] = diff
+            plan[name] = "again"
+    if changed and not rerun_changed:
+        shown = "; ".join(f"{n} ({describe(d, 3)})" for n, d in list(changed.items())[:3])
+        more = f"; ... {len(changed)} runs in all" if len(changed) > 3 else ""
+        raise BadValue(
+            f"{spec['file']}: {len(changed)} run(s) ran with another configuration than the file gives now, so their "
+            f"results are not this file's: {shown}{more}. Run them again from scratch with --rerun-changed (a new "
+            f"version folder beside the old one), or restore the file"
+        )
+    return plan
+
+
+def _more_epochs(old: Any, new: Any) -> bool:
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
+    return numbers and old != -1 and (new == -1 or new > old)
+
+
+def run_sweep(
+    spec: dict[str, Any],
+    extra: list[str],
+    log_root: Path = Path(LOG_ROOT),
+    dry_run: bool = False,
+    only=None,
+    changed: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Run every run of ``spec`` not done yet (``changed``: ``check_sweep``'s plan for runs that ran before with
+    another configuration); returns run name -> ``done``/
+    ``skipped``/``interrupted (...)``/``failed (...)``/``dry run``. A signal stops the sweep after the run in
+    progress has saved."""
     sweep_dir = log_root / spec["sweep"]
     status: dict[str, str] = {}
+    changed = changed or {}
     with _Forward() as forward:
-        for name, overrides in spec["runs"].items():
+        for name in spec["runs"]:
             if only and name not in only:
                 continue
             if forward.signum is not None:
                 break
             run_dir = sweep_dir / name
             before = run_status(run_dir)
-            if before == "complete":
-                print(f"[sweep] {name}: finished before, skipped")
+            again = changed.get(name) == "again"
+            if before == "complete" and name not in changed:
+                print(f"[sweep] {name}: finished before, skipped (its configuration is this file's)")
                 status[name] = "skipped"
                 continue
-            cmd = [sys.executable, "-m", "cifar_pl", "fit"]
-            for config in spec["configs"]:
-                cmd += ["--config", str(config)]
-            cmd += [
-                "--experiment",
-                f"{spec['sweep']}/{name}",
-                *_as_args(spec["args"]),
-                *_as_args(overrides),
-                *extra,
-            ]
-            last = latest_last_checkpoint(run_dir)
+            cmd = [sys.executable, "-m", "cifar_pl", "fit", *run_args(spec, name, extra)]
+            last = latest_last_checkpoint(run_dir) if not again else None
             if last is not None:
                 cmd += ["--ckpt_path", str(last)]
-            doing = f"resuming ({before}) from {last}" if last else "starting"
+            doing = (f"resuming ({before}) from {last}" if last else
+                     "changed since it ran: starting again in a new version folder" if again else "starting")  # fmt: skip
             print(f"[sweep] {name}: {doing}\n  {' '.join(cmd)}", flush=True)
             if dry_run:
                 status[name] = "dry run"
@@ -238,14 +394,16 @@ def run_sweep(
             after = run_status(run_dir)
             if rc != 0 or after != "complete":
                 kind = "interrupted" if rc > 128 or after == "interrupted" else "failed"
-                print(f"[sweep] {name}: {kind} (exit {rc}, its record says {after}); run the sweep again to resume it",
-                      flush=True)  # fmt: skip
+                then = ("run the sweep again to resume it" if kind == "interrupted" or rc != 2 else
+                        "it refused a value or stopped on one (the error above): running again repeats it until "
+                        "that is fixed")  # fmt: skip
+                print(f"[sweep] {name}: {kind} (exit {rc}, its record says {after}); {then}", flush=True)
                 status[name] = f"{kind} (exit {rc})"
                 continue
             result = final_values(run_dir)
             result["wall_s"] = round(time.perf_counter() - start, 1)
-            result["overrides"] = overrides
-            (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+            result["overrides"] = spec["runs"][name]
+            write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
             status[name] = "done"
     if forward.signum is not None:
         status["__signal__"] = str(forward.signum)
@@ -378,6 +536,9 @@ def sweep(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=None,
                         help="run only these runs (a run name, or a group name for all its seeds)")  # fmt: skip
     parser.add_argument("--plots-only", action="store_true", help="only (re)draw the comparison charts")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="train again, from scratch and in a new version folder, the runs whose configuration "
+                             "changed since they ran (without it the sweep refuses them)")  # fmt: skip
     args, extra = parser.parse_known_args(argv)
     spec = load_sweep(args.sweep)
     unknown = sorted(set(args.only or []) - set(spec["runs"]) - set(spec["groups"]))
@@ -388,7 +549,10 @@ def sweep(argv: list[str] | None = None) -> int:
     only = None
     if args.only:
         only = {m for name in args.only for m in spec["groups"].get(name, [name])}
-    status = {} if args.plots_only else run_sweep(spec, extra, dry_run=args.dry_run, only=only)
+    status = {}
+    if not args.plots_only:
+        changed = check_sweep(spec, extra, only=only, rerun_changed=args.rerun_changed)
+        status = run_sweep(spec, extra, dry_run=args.dry_run, only=only, changed=changed)
     signum = status.pop("__signal__", None)
     for name, s in status.items():
         print(f"[sweep] {name}: {s}")

@@ -25,7 +25,7 @@ SWEEPS = {  # sweep file -> the charts of it that the page shows
     "000_bn_lr": ["train_acc", "clean_test_acc"],
     "000_augmentation": ["train_acc", "clean_test_acc"],
     "000_corruption": ["train_acc", "clean_test_acc"],
-    "003_augmentations": ["val_acc"],
+    "003_augmentations": ["train_acc", "clean_test_acc", "clean_test_loss"],
 }
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +172,40 @@ def write_photo_folder(root: Path, classes: list[str], per_class: int, seed: int
 def photo_root(tmp_path_factory) -> Path:
     """A small scraped-photo collection: 3 classes x 20 JPEGs of varied sizes."""
     return write_photo_folder(tmp_path_factory.mktemp("photos"), ["cat", "dog", "owl"], 20)
+
+
+@contextmanager
+def tmpfs_mount(path: Path, size: str) -> Iterator[bool]:
+    """Mount a tmpfs of ``size`` (e.g. ``64m``) at ``path`` for the block, where the machine allows it (root and a
+    working ``mount``); yields whether it did."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = False
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount") and shutil.which("umount"):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, timeout=30)  # fmt: skip
+        mounted = done.returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+@pytest.fixture()
+def second_filesystem(tmp_path) -> Iterator[Path]:
+    """A folder on another filesystem than the system temp folder: a tmpfs mounted for the test where the machine
+    allows it, else a folder in /dev/shm when that is a filesystem of its own; skips where neither is."""
+    with tmpfs_mount(tmp_path / "other_fs", "256m") as mounted:
+        if mounted:
+            yield tmp_path / "other_fs"
+            return
+    shm = Path("/dev/shm")
+    temp_dev = os.stat(tempfile.gettempdir()).st_dev
+    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != temp_dev:
+        folder = Path(tempfile.mkdtemp(prefix="cifar_pl_", dir=shm))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    pytest.skip("no second filesystem here (no tmpfs mount allowed, no separate /dev/shm)")

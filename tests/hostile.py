@@ -26,10 +26,11 @@ CONFIGS = REPO / "configs"
 @dataclass(frozen=True)
 class Case:
     id: str
-    tool: str  # cli | predict | viz | sweep
+    tool: str  # cli | predict | viz | sweep | scrape
     args: tuple[str, ...]  # {name} placeholders filled from the sandbox
     first_line: str  # a substring of the `error:` line
     code: int = 2
+    setup: str = ""  # a name in SETUPS: what the working folder holds while the case runs
 
 
 def _fit(*extra: str, config: str = "model_gap") -> tuple[str, ...]:
@@ -74,7 +75,7 @@ CASES = [
     Case("augmentation parameter that does not exist", "cli", _c10("--data.augment", "[{name: cutout, sizee: 8}]"),
          "augment step 'cutout' has no parameter sizee"),
     Case("unknown optimiser", "cli", _c10("--model.optimizer", "adamm"),
-         "model.optimizer: unknown value 'adamm'; choose one of sgd, adam, adamw, rmsprop"),
+         "model.optimizer: unknown value 'adamm'; choose one of sgd, adam, adamw, rmsprop, rmsprop_keras"),
     Case("unknown scheduler", "cli", _c10("--model.scheduler", "cosin"), "model.scheduler: unknown value 'cosin'"),
     Case("unknown stats", "cli", _c10("--data.stats", "imagnet"),
          "data.stats: unknown value 'imagnet'; choose one of default, dataset, cifar10"),
@@ -176,7 +177,7 @@ CASES = [
          "'nowhere.jpg' is neither a file nor a folder"),
     Case("predict: a table that is not csv or json", "predict", ("{photos}", "--ckpt", "{gap5}", "--out", "p.txt"),
          "written as .csv or .json"),
-    Case("predict: max-side 0", "predict", ("{photos}", "--ckpt", "{gap5}", "--max-side", "0"), "--max-side must be >= 8"),
+    Case("predict: max-side 0", "predict", ("{photos}", "--ckpt", "{gap5}", "--max-side", "0"), "--max-side must be in [8, 4096], got 0"),
     # viz
     Case("viz: a class the checkpoint does not have", "viz", ("cam", "{photo_file}", "--ckpt", "{gap5}", "--class", "nope"),
          "--class 'nope' is not a class of this checkpoint"),
@@ -206,7 +207,92 @@ CASES = [
     Case("viz activations of a run without them", "viz", ("activations", "{c10}"), "no activation_stats.json in"),
     Case("viz activations: a truncated stats file", "viz", ("activations", "{bad_acts}"),
          "is not an activation history written by ActivationStats"),
+    # issue 25: data safety and the last tracebacks
+    Case("val_size 1.0 (a fraction: every image)", "cli", _c10("--data.val_size", "1.0"),
+         "val_size 1.0 is a fraction that takes every image; give a fraction below 1"),
+    Case("the experiment's folder is a file", "cli", _c10("--experiment", "taken"),
+         "--experiment 'taken': 'lightning_logs/taken' is a file, not a folder", setup="log_file"),
+    Case("lightning_logs read-only", "cli", _c10("--experiment", "ro/run"),
+         "--experiment 'ro/run': cannot write in 'lightning_logs/ro'", setup="read_only_logs"),
+    Case("a 300-character experiment name", "cli", _c10("--experiment", "x" * 300),
+         "is too long for a folder name (300 characters in one part"),
+    Case("seed_everything -1", "cli", _c10("--seed_everything", "-1"),
+         "seed_everything must be a whole number in [0, 2**32 - 1], got -1"),
+    Case("an unknown data.class_path", "cli", _c10("--data.class_path", "cifar_pl.data.Nope"),
+         "data.class_path 'cifar_pl.data.Nope' is not a DataModule; give one of cifar_pl.data.CIFAR100DataModule"),
+    Case("a malformed config file", "cli", ("fit", "--config", "{bad_config}"),
+         "bad_config.yaml' is not valid YAML (line 4, column 1)"),
+    Case("a config of nested YAML aliases", "cli", ("fit", "--config", "{alias_config}"),
+         "its YAML aliases (*name) expand it to more than 100,000 values"),
+    Case("a config nested 20,000 levels deep", "cli", ("fit", "--config", "{deep_config}"),
+         "its values nest deeper than YAML can be read here"),
+    Case("checkpoint.dirpath outside the run folder", "cli", _c10("--checkpoint.dirpath", "/tmp/elsewhere"),
+         "checkpoint.dirpath: checkpoints are written in the run's folder"),
+    Case("test a checkpoint with NaN weights", "cli",
+         ("test", "--config", "{configs}/model_gap.yaml", "--data.data_dir", "{c10}", "--ckpt_path", "{nan_ckpt}"),
+         "its weights hold NaN or infinite values (net.classifier.weight)"),
+    Case("predict: a checkpoint with NaN weights", "predict", ("{photos}", "--ckpt", "{nan_ckpt}"),
+         "its weights hold NaN or infinite values"),
+    Case("predict: --device banana", "predict", ("{photos}", "--ckpt", "{gap5}", "--device", "banana"),
+         "--device 'banana' is not a device; use cpu, cuda, cuda:N or mps"),
+    Case("predict: --out below a file (checked before the work)", "predict",
+         ("{photos}", "--ckpt", "{gap5}", "--out", "{text_file}/p.csv"), "notes.txt' is a file, not a folder"),
+    Case("predict: --max-side 100000", "predict", ("{photos}", "--ckpt", "{gap5}", "--max-side", "100000"),
+         "--max-side must be in [8, 4096], got 100000"),
+    Case("viz cam on more files than panels", "viz", ("cam", *["{photo_file}"] * 9, "--ckpt", "{gap5}"),
+         "cam draws one panel per image and got 9 files, more than --n 8"),
+    Case("viz: --device banana", "viz", ("confusion", "--ckpt", "{gap5}", "--device", "banana"),
+         "--device 'banana' is not a device"),
+    Case("scrape: --out is a file (before the search)", "scrape", ("green curry", "--out", "{text_file}"),
+         "notes.txt' is a file, not a folder; move it away"),
+    Case("sweep: args set experiment", "sweep", ("{sweep_experiment}",), "`args:` sets experiment, which the sweep sets"),
+    Case("sweep: two grid values, one run name", "sweep", ("{sweep_collide}",),
+         "make the run name 'lr=0.1', which another grid combination has too"),
+    Case("sweep: nested YAML aliases", "sweep", ("{sweep_bomb}",),
+         "its YAML aliases (*name) expand it to more than 100,000 values"),
+    Case("sweep: nested 20,000 levels deep", "sweep", ("{sweep_deep}",), "its values nest deeper than YAML"),
+    Case("sweep: a config it includes sets experiment", "sweep", ("{sweep_hijack}", "--dry-run"),
+         "run 'a': a config it includes sets experiment to 'hijacked', which the sweep sets"),
+    Case("sweep: a typo in one run's overrides", "sweep", ("{sweep_typo}",),
+         "run 'typo': unrecognized arguments: --model.lrr 0.1"),
 ]  # fmt: skip
+
+_BOMB = "\n".join(['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'] + [
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)])  # fmt: skip
+
+
+@contextlib.contextmanager
+def _log_file(cwd: Path):
+    (cwd / "lightning_logs").mkdir(exist_ok=True)
+    (cwd / "lightning_logs" / "taken").write_text("a file where a run folder would go")
+    try:
+        yield
+    finally:
+        (cwd / "lightning_logs" / "taken").unlink()
+
+
+@contextlib.contextmanager
+def _read_only_logs(cwd: Path):
+    """``lightning_logs/ro`` that takes no new file: immutable for root (permission bits do not stop root), mode
+    555 for anyone else."""
+    import subprocess
+
+    folder = cwd / "lightning_logs" / "ro"
+    folder.mkdir(parents=True, exist_ok=True)
+    root = os.geteuid() == 0
+    if root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True, capture_output=True)
+    else:
+        folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+
+
+SETUPS = {"log_file": _log_file, "read_only_logs": _read_only_logs}
 
 
 # ---- the sandbox ----
@@ -313,8 +399,29 @@ def build_sandbox(root: Path) -> dict[str, str]:
             }
         ),
     }
+    sweeps.update({
+        "sweep_experiment": yaml.safe_dump({"sweep": "x", "config": "a.yaml", "runs": {"a": {}},
+                                            "args": {"experiment": "elsewhere"}}),
+        "sweep_collide": yaml.safe_dump({"sweep": "x", "config": "a.yaml", "grid": {"model.lr": [0.1, "0.1"]}}),
+        "sweep_bomb": _BOMB + "\nsweep: x\nconfig: a.yaml\nruns: {a: {model.lr: *a9}}\n",
+        "sweep_deep": "sweep: x\nconfig: a.yaml\nruns: {a: {model.lr: " + "[" * 20000 + "1" + "]" * 20000 + "}}\n",
+        "sweep_hijack": yaml.safe_dump({"sweep": "x", "config": str(CONFIGS / "model_gap.yaml"),
+                                        "args": {"data.data_dir": str(root / "c10")},
+                                        "runs": {"a": {"config": str(root / "hijack.yaml")}}}),
+        "sweep_typo": yaml.safe_dump({"sweep": "x", "config": str(CONFIGS / "model_gap.yaml"),
+                                      "args": {"data.data_dir": str(root / "c10")},
+                                      "runs": {"good": {}, "typo": {"model.lrr": 0.1}}}),
+    })  # fmt: skip
     for name, text in sweeps.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "bad_config.yaml").write_text("model:\n  net: model_gap\n  lr: [1, 2\n")
+    (root / "alias_config.yaml").write_text(_BOMB + "\nmodel:\n  net: model_gap\n")
+    (root / "deep_config.yaml").write_text("seed_everything: " + "[" * 20000 + "]" * 20000 + "\n")
+    (root / "hijack.yaml").write_text("experiment: hijacked\n")
+    write_checkpoint(root / "nan.ckpt", num_classes=10)
+    nan = torch.load(root / "nan.ckpt", weights_only=True)
+    nan["state_dict"]["net.classifier.weight"][0, 0] = float("nan")
+    torch.save(nan, root / "nan.ckpt")
     (root / "bad_acts").mkdir()
     (root / "bad_acts" / "activation_stats.json").write_text('{"fields": ["step", "mean"')
     places = {name: str(root / f"{name}.yaml") for name in sweeps}
@@ -325,7 +432,9 @@ def build_sandbox(root: Path) -> dict[str, str]:
         "not_a_checkpoint": str(root / "not_a_checkpoint.ckpt"), "pickle_bomb": str(root / "pickle_bomb.ckpt"),
         "gap5": str(root / "gap5.ckpt"), "crafted": str(root / "crafted.ckpt"), "crafted_dm": str(root / "crafted_dm.ckpt"),
         "photo_file": str(root / "photos" / "cat" / "0.jpg"), "text_file": str(root / "notes.txt"),
-        "bad_acts": str(root / "bad_acts"),
+        "bad_acts": str(root / "bad_acts"), "bad_config": str(root / "bad_config.yaml"),
+        "alias_config": str(root / "alias_config.yaml"), "nan_ckpt": str(root / "nan.ckpt"),
+        "deep_config": str(root / "deep_config.yaml"),
     })  # fmt: skip
     return places
 
@@ -352,16 +461,18 @@ def run_case(case: Case, places: dict[str, str], cwd: Path) -> tuple[int, str]:
     """Run ``case`` through its command's main() in ``cwd``; returns (exit code, stderr)."""
     from cifar_pl.__main__ import main as cli
     from cifar_pl.predict import main as predict
+    from cifar_pl.scrape import main as scrape
     from cifar_pl.sweep import main as sweep
     from cifar_pl.viz.__main__ import main as viz
 
     args = [fill(a, places) for a in case.args]
-    entry = {"cli": cli, "predict": predict, "viz": viz, "sweep": sweep}[case.tool]
+    entry = {"cli": cli, "predict": predict, "viz": viz, "sweep": sweep, "scrape": scrape}[case.tool]
     err = io.StringIO()
     old = os.getcwd()
     os.chdir(cwd)
+    setup = SETUPS[case.setup](cwd) if case.setup else contextlib.nullcontext()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with setup, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
                 code = entry(args)
             except SystemExit as e:  # argparse / jsonargparse refusing an argument

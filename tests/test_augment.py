@@ -44,7 +44,13 @@ def test_each_step_keeps_shape_dtype_and_range(name, path):
     out = (
         aug.on_batch()(x, index, 0) if path == "batched" else torch.stack([aug.per_image()(img) for img in x])
     )
-    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert out.shape == x.shape
+    if STEPS[
+        name
+    ].float_out:  # Keras/TF steps hand on unrounded floats in [0, 1] units (contrast: above 1 too)
+        assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 255 / 255 * 2.2 + 1e-6
+        out = out.mul(255).round().clamp(0, 255).to(torch.uint8)
+    assert out.dtype == torch.uint8
     assert not torch.equal(out, x) or name in ("grayscale", "random_erasing")  # p < 1 may leave a batch alone
 
 
@@ -54,8 +60,15 @@ def test_presets_build_and_keep_shape(preset):
     x = _images()
     fn = aug.on_batch() or aug.per_image() or (lambda t: t)
     out = fn(x) if aug.batched or not aug.image_steps else torch.stack([fn(img) for img in x])
-    assert out.shape == x.shape and out.dtype == torch.uint8
-    assert aug.batched == (preset in ("standard", "shift_gray", "mirror_crop_flip"))
+    floats = any(STEPS[st["name"]].float_out for st in aug.image_steps)
+    assert out.shape == x.shape and out.dtype == (torch.float32 if floats else torch.uint8)
+    keras = (
+        "keras_flip_rotate_contrast",
+        "flip_rotate_contrast20",
+        "keras_saturation",
+        "keras_saturation_traced",
+    )
+    assert aug.batched == (preset in ("standard", "shift_gray", "mirror_crop_flip", *keras))
 
 
 def test_steps_with_parameters_from_yaml():

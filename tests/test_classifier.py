@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cifar_pl.lit import ImageClassifier
+from cifar_pl.lit.optim import KerasRMSprop
 from cifar_pl.lit.schedule import LRMultiplier, PlannedLR
 from cifar_pl.models import create_model, load_weights, read_state_dict
 
@@ -222,21 +223,51 @@ def test_non_finite_loss_stops_with_the_step_and_what_to_try(cifar10_root, tmp_p
     assert ckpt["global_step"] >= 1
 
 
-def test_rmsprop_steps_as_keras_does():
-    # Keras: v = rho v + (1 - rho) g^2; p -= lr g / (sqrt(v) + 1e-7), rho 0.9, no momentum
+@pytest.mark.parametrize(
+    "name, cls, denominator",
+    [
+        ("rmsprop", torch.optim.RMSprop, lambda v: math.sqrt(v) + 1e-8),  # torch: eps outside the root
+        ("rmsprop_keras", KerasRMSprop, lambda v: math.sqrt(v + 1e-7)),  # Keras: eps inside
+    ],
+)
+def test_rmsprop_variants_step_by_their_own_formula(name, cls, denominator):
+    # v = rho v + (1 - rho) g^2 with rho 0.9; one step of lr g / denominator(v). Keras' own RMSprop is run on
+    # the same gradients in tests/reference/test_keras.py.
     from types import SimpleNamespace
 
-    model = ImageClassifier(net="model_a", optimizer="rmsprop", lr=1e-3, weight_decay=0.0)
+    model = ImageClassifier(net="model_a", optimizer=name, lr=1e-3, weight_decay=0.0)
     model._trainer = SimpleNamespace(num_training_batches=float("inf"))  # the provisional plan: LR factor 1
     opt = model.configure_optimizers()["optimizer"]
-    assert isinstance(opt, torch.optim.RMSprop)
+    assert type(opt) is cls
     p = next(model.net.parameters())
     before = p.detach().clone()
-    p.grad = torch.full_like(p, 0.5)
+    p.grad = torch.full_like(p, 1e-4)  # small gradients: where the two places of eps differ most
     opt.step()
-    torch.testing.assert_close(p.detach(), before - 1e-3 * 0.5 / (math.sqrt(0.1 * 0.25) + 1e-7))
+    torch.testing.assert_close(p.detach(), before - 1e-3 * 1e-4 / denominator(0.1 * 1e-8))
     with pytest.raises(ValueError, match="model.rho"):
-        ImageClassifier(net="model_a", optimizer="rmsprop", rho=1.0)
+        ImageClassifier(net="model_a", optimizer=name, rho=1.0)
+
+
+def test_keras_weight_init_is_glorot_uniform_with_zero_biases():
+    torch.manual_seed(0)
+    net = ImageClassifier(net="base_cnn", weight_init="keras").net
+    layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert {type(m) for m in layers} == {torch.nn.Conv2d, torch.nn.Linear}
+    for m in layers:  # e.g. the first conv, 3 -> 32, 3x3: fans 27 and 288
+        receptive = m.weight[0, 0].numel()
+        limit = math.sqrt(6 / ((m.weight.shape[0] + m.weight.shape[1]) * receptive))
+        w = m.weight.detach()
+        assert w.abs().max() <= limit and w.abs().max() > 0.9 * limit, m
+        assert abs(w.std().item() - limit / math.sqrt(3)) < 0.1 * limit, m  # uniform(-l, l) has std l/sqrt 3
+    assert all(
+        float(m.bias.abs().max()) == 0
+        for m in net.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    )
+    default = ImageClassifier(net="base_cnn").net.features[0]
+    assert float(default.bias.abs().max()) > 0  # torch's default start differs: it is a real choice
+    with pytest.raises(ValueError, match="model.weight_init"):
+        ImageClassifier(net="base_cnn", weight_init="he")
 
 
 def test_hp_metric_is_the_best_validation_accuracy_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):

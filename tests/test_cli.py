@@ -71,7 +71,8 @@ def test_unknown_config_key_is_refused():
 
 def test_unknown_optimizer_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match="model.optimizer: unknown value 'lbfgs'; choose one of sgd, adam, adamw, rmsprop"
+        ValueError,
+        match="model.optimizer: unknown value 'lbfgs'; choose one of sgd, adam, adamw, rmsprop, rmsprop_keras",
     ):
         run_cli("fit", "quickstart", extra="--model.optimizer lbfgs")
 
@@ -199,3 +200,17 @@ def test_a_datamodule_argument_error_reads_plainly(cifar10_root, tmp_path, monke
     with pytest.raises(ValueError) as e:
         run_cli("fit", "model_gap", cifar10_root, "--data.augment standart --trainer.fast_dev_run true")
     assert str(e.value).startswith("augment preset: unknown value 'standart'. Did you mean 'standard'?")
+
+
+def test_a_refused_value_of_a_datamodule_option_is_named_by_its_value():
+    from cifar_pl.cli import parse_error_line
+
+    message = (
+        'Parser key "data":\n  Does not validate against any of the Union subtypes\n'
+        "  Subtypes: [<class 'pytorch_lightning.core.datamodule.LightningDataModule'>, <class 'NoneType'>]\n"
+        "  Errors:\n    - Problem with given class_path 'cifar_pl.data.CIFAR10DataModule':\n"
+        "        Parser key \"drop_last\":\n          Expected a <class 'bool'>. Got value: 2\n"
+        "    - Expected a <class 'NoneType'>\n  Given value type: <class 'jsonargparse._util.NestedArg'>\n"
+        "  Given value: NestedArg(key='drop_last', val='2')"
+    )
+    assert parse_error_line(message) == "data.drop_last: expected bool, got '2'"

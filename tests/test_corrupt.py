@@ -197,9 +197,12 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
         assert (root / "plots" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
     summary = (root / "plots" / "summary.md").read_text()
     assert "| corrupt=none | 2 |" in summary and "corrupt=random_pixels" in summary
-    # run again: a run whose own record says complete is not redone, even without result.json; a run whose record
-    # says it was interrupted resumes from its last checkpoint, in its own folder
+    # run again: a run whose own record says complete, with the configuration the file gives, is not redone, even
+    # without result.json; asked for more epochs, it trains on; a run whose record says it was interrupted resumes
+    # from its last checkpoint, in its own folder
     capsys.readouterr()
+    assert sweep_main([str(sweep), *extra]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
     (root / "corrupt=random_pixels" / "result.json").unlink()
     record_path = root / "corrupt=none" / "version_0" / "run.json"
     record = json.loads(record_path.read_text())
@@ -207,11 +210,12 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
     record_path.write_text(json.dumps({**record, "status": "interrupted"}))  # as a SIGTERM mid-run leaves it
     assert sweep_main([str(sweep), *extra, "--trainer.max_epochs", "3"]) == 0
     out = capsys.readouterr().out
-    assert "corrupt=random_pixels: finished before, skipped" in out
+    assert "corrupt=random_pixels: resuming (complete) from" in out
     assert "corrupt=none: resuming (interrupted) from" in out and "version_0/checkpoints/last.ckpt" in out
     assert not (root / "corrupt=random_pixels" / "version_1").exists()
     assert not (root / "corrupt=none" / "version_1").exists()
-    assert json.loads((root / "corrupt=none" / "result.json").read_text())["epochs"] == 3
+    for name in spec["runs"]:
+        assert json.loads((root / name / "result.json").read_text())["epochs"] == 3
 
 
 def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(

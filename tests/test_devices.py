@@ -79,7 +79,7 @@ def test_the_preview_and_the_batches_on_the_device(data):
     assert {"data/samples", "data/augmentations"} <= set(logger.figures)
 
 
-def test_predict_and_every_viz_command_on_a_device(data, tmp_path, cifar10_root):
+def test_predict_and_every_viz_command_on_a_device(data, tmp_path, cifar10_root, monkeypatch):
     from PIL import Image
 
     from cifar_pl.predict import predict
@@ -90,6 +90,10 @@ def test_predict_and_every_viz_command_on_a_device(data, tmp_path, cifar10_root)
                                         "val_size": 24})  # fmt: skip
     img = tmp_path / "photo.png"
     Image.new("RGB", (40, 30), (200, 30, 30)).save(img)
+    monkeypatch.setattr(
+        torch.cuda, "is_available", lambda: True
+    )  # --device cuda is checked against the machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with PretendCuda():
         rows = predict([str(img), "--ckpt", str(ckpt), "--device", "cuda", "--out", str(tmp_path / "p.csv")])
         assert len(rows[0]["top"]) == 3

@@ -46,9 +46,11 @@ def test_folder_classes_split_and_stats(photo_root):
     assert dm.classes == ["cat", "dog", "owl"] and dm.num_classes == 3
     dm.setup("fit")
     assert dm.train_set.images.shape[1:] == (3, 16, 16)
-    # stratified 80/20: 16 + 4 of each class
-    assert dm.train_set.labels.bincount().tolist() == [16, 16, 16]
-    assert dm.val_set.labels.bincount().tolist() == [4, 4, 4]
+    # a per-file split: every class gives validation a share near 20 % of its 20 photos, and never none
+    val = dm.val_set.labels.bincount(minlength=3)
+    assert (dm.train_set.labels.bincount() + val).tolist() == [20, 20, 20] and all(
+        1 <= v <= 8 for v in val.tolist()
+    )
     again = ImageFolderDataModule(str(photo_root), image_size=16, split_seed=3)
     again.setup("fit")
     assert torch.equal(again.val_set.images, dm.val_set.images)
@@ -194,3 +196,14 @@ def test_real_flowers17_as_folder_and_as_standard_layout(real_data, tmp_path):
     assert source[n].parent.name == "05_iris"
     hits = (images == read_image(source[n], 16)).flatten(1).all(1)
     assert labels[hits].tolist() == [FLOWERS17_CLASSES.index("iris")]
+
+
+def test_a_sample_per_class_keeps_the_splits_shares(tmp_path):
+    # max_per_class samples by a hash of its own: were it the split's hash, the kept photos would be the ones the
+    # split sends to validation first (a sample of the 30 lowest of 120 with val_size 0.25 was almost all validation)
+    root = write_photo_folder(tmp_path / "photos", ["a", "b"], 120)
+    dm = ImageFolderDataModule(str(root), max_per_class=30, val_size=0.25, image_size=8)
+    dm.setup("fit")
+    n_val, n = len(dm.val_set), len(dm.train_set) + len(dm.val_set)
+    assert n == 60
+    assert 5 <= n_val <= 25  # 15 expected; binomial spread, far from the 40+ of a correlated sample

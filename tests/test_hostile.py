@@ -56,7 +56,10 @@ def test_the_real_command_prints_one_line_and_no_traceback(sandbox, tmp_path):
     assert error_line(out.stderr).startswith("error: augment step 'cutout': size must be in [1, 31], got 100")
     shown = subprocess.run(cmd, cwd=tmp_path, env=_env(CIFAR_PL_TRACEBACK="1"), capture_output=True, text=True,
                            timeout=300)  # fmt: skip
-    assert shown.returncode != 0 and "Traceback" in shown.stderr  # asked for: the traceback of a user error
+    assert (
+        shown.returncode == 2 and "Traceback" in shown.stderr
+    )  # asked for: the traceback too, the same exit code
+    assert error_line(shown.stderr).startswith("error: augment step 'cutout'")
 
 
 def test_a_crafted_checkpoint_is_refused_everywhere_and_runs_nothing(sandbox, tmp_path):
@@ -232,3 +235,33 @@ def test_own_size_prediction_holds_the_long_side(tmp_path):
     Image.new("RGB", (4000, 1000), (10, 200, 10)).save(tmp_path / "wide.png")
     img, note = Predictor.from_checkpoint(ckpt).load_image(tmp_path / "wide.png", max_side=512)
     assert img.shape == (3, 128, 512) and note == "4000x1000 resized to 512x128 (long side bound 512)"
+
+
+def test_names_from_a_checkpoint_cannot_run_as_spreadsheet_formulas(tmp_path):
+    from cifar_pl.predict import predict
+
+    names = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)"]
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", num_classes=4, class_names=names)
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(tmp_path / "=cmd.png")
+    predict(
+        [str(tmp_path / "=cmd.png"), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.csv"), "--top-k", "4"]
+    )
+    with open(tmp_path / "p.csv") as f:
+        row = next(csv.DictReader(f))
+    cells = [row["file"]] + [row[f"top{i}"] for i in range(1, 5)]
+    assert sorted(cells[1:]) == sorted("'" + n for n in names)  # each shown as text, not as a formula
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)
+
+
+def test_where_a_rebuilt_datamodule_writes_comes_from_this_machine_not_the_checkpoint(sandbox, tmp_path):
+    from cifar_pl.viz.__main__ import main as viz
+
+    _, places = sandbox
+    elsewhere = tmp_path / "chosen_by_the_file"
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", num_classes=2, datamodule={
+        "_class_path": "cifar_pl.data.ImageFolderDataModule", "data_dir": places["photos"], "image_size": 16,
+        "cache_dir": str(elsewhere),
+    })  # fmt: skip
+    assert viz(["confusion", "--ckpt", str(ckpt), "--out", str(tmp_path / "viz")]) == 0
+    assert not elsewhere.exists()
+    assert (tmp_path / "viz" / "per_class.csv").is_file()

@@ -17,7 +17,7 @@ from cifar_pl.errors import BadValue
 from cifar_pl.sweep import group_finals, load_sweep, overlap_lines, summary_lines
 from cifar_pl.viz.curves import compare_figure, final_bars_figure, read_scalars
 
-from .conftest import CONFIGS, run_cli
+from .conftest import CONFIGS, effective_config, run_cli
 
 
 def _sweep(tmp_path, **spec):
@@ -211,10 +211,14 @@ def test_write_up_presets_are_the_recipes():
         steps["crop_flip_rotate15"][0]["padding_mode"] == "constant"
         and steps["crop_flip_rotate15"][2]["degrees"] == 15
     )
-    assert steps["keras_flip_rotate_contrast"][1]["degrees"] == 18  # Keras RandomRotation(0.05): 0.05 turn
-    assert steps["keras_saturation"] == [
-        {"name": "color_jitter", "brightness": 0, "contrast": 0, "saturation": [0.5, 2.0]}
+    # Keras' own layers run on the same inputs in tests/reference/
+    assert [s["name"] for s in steps["keras_flip_rotate_contrast"]] == [
+        "hflip",
+        "keras_rotation",
+        "keras_contrast",
     ]
+    assert steps["keras_flip_rotate_contrast"][1]["factor"] == 0.05  # RandomRotation(0.05): 0.05 turn
+    assert steps["keras_saturation"][0]["name"] == "hsv_saturation"
 
 
 def test_rescale_only_inputs(cifar10_root):
@@ -222,3 +226,140 @@ def test_rescale_only_inputs(cifar10_root):
     dm.setup("fit")
     x = dm.train_set.take(slice(0, 4))
     torch.testing.assert_close(dm.normalize(x), x.float() / 255)
+
+
+# ---- write-up 003, task 4: Oxford 17 Flowers in class folders, and every sweep's nets at their image size ----
+def _flowers17_files(root, numbers, layout: str):
+    """Tiny JPEGs ``image_NNNN.jpg`` coloured by their official class (label (NNNN - 1) // 80), in the published
+    layout (``jpg/``) or in class folders (``00_daffodil/`` ...) like the copy in ../shared/data/flowers17."""
+    from cifar_pl.data import FLOWERS17_CLASSES
+
+    from .conftest import PHOTO_COLOURS, write_photo
+
+    for n in numbers:
+        label = (n - 1) // 80
+        folder = root / "jpg" if layout == "published" else root / f"{label:02d}_{FLOWERS17_CLASSES[label]}"
+        write_photo(folder / f"image_{n:04d}.jpg", PHOTO_COLOURS[label % 4], (12, 10), seed=n)
+    return root
+
+
+def test_flowers17_reads_class_folders_as_the_published_layout(tmp_path):
+    from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule
+
+    three = FLOWERS17_CLASSES[:3]  # images 1-240
+    both = [
+        Flowers17DataModule(str(_flowers17_files(tmp_path / layout, range(1, 241), layout)), image_size=8,
+                            classes=three, cache=False)
+        for layout in ("published", "folders")
+    ]  # fmt: skip
+    for dm in both:
+        dm.setup("fit")
+        dm.setup("test")
+    published, folders = both
+    assert folders.classes == three and folders.train_set.labels.bincount().tolist() == [40, 40, 40]
+    for a, b in zip(
+        (published.train_set, published.val_set, published.test_set),
+        (folders.train_set, folders.val_set, folders.test_set),
+        strict=True,
+    ):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images)
+    # snowdrops (images 81-160) are drawn green: the label follows the file, in the official order
+    assert folders.train_set.images[folders.train_set.labels == 1].float()[:, 1].mean() > 150
+
+
+def test_flowers17_class_folders_take_the_official_split(tmp_path):
+    import numpy as np
+    from scipy.io import savemat
+
+    from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule
+
+    root = _flowers17_files(tmp_path / "f", range(1, 161), "folders")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(np.arange(1, 1361))
+    splits = {"trn1": perm[:680], "val1": perm[680:1020], "tst1": perm[1020:]}
+    splits |= {f"{k[:3]}{s}": v for k, v in splits.items() for s in (2, 3)}
+    savemat(root / "datasplits.mat", {k: v[None, :].astype(np.float64) for k, v in splits.items()})
+    dm = Flowers17DataModule(str(root), image_size=8, classes=FLOWERS17_CLASSES[:2], cache=False)
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.test_set) == sum(1 <= n <= 160 for n in splits["tst1"])
+    assert len(dm.train_set) == sum(1 <= n <= 160 for n in splits["trn1"])
+
+
+def test_flowers17_class_folder_errors_say_what_to_do(tmp_path):
+    import shutil
+
+    from cifar_pl.data import Flowers17DataModule
+
+    root = _flowers17_files(tmp_path / "f", [1, 2, 81, 82], "folders")
+    with pytest.raises(FileNotFoundError, match=r"no class folder for \['lily_valley'.*pass --data.classes"):
+        Flowers17DataModule(str(root), image_size=8, cache=False).setup("fit")
+    shutil.copy(root / "00_daffodil" / "image_0001.jpg", root / "01_snowdrop" / "image_0003.jpg")
+    with pytest.raises(
+        ValueError, match=r"image_0003.jpg' is in 01_snowdrop/, but image 3 is a 00_daffodil.*move"
+    ):
+        Flowers17DataModule(str(root), image_size=8, classes=["daffodil", "snowdrop"], cache=False).setup(
+            "fit"
+        )
+    with pytest.raises(FileNotFoundError, match="no Oxford 17 Flowers layout.*class folders"):
+        Flowers17DataModule(str(tmp_path)).setup("fit")
+
+
+@pytest.mark.real_data
+def test_real_flowers17_class_folders_read_with_official_labels(real_data):
+    from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule
+    from cifar_pl.images import read_image
+
+    dm = Flowers17DataModule(str(real_data / "flowers17"), image_size=16)
+    dm.setup("fit")
+    dm.setup("test")
+    parts = (dm.train_set, dm.val_set, dm.test_set)
+    for part, per_class in zip(parts, (40, 20, 20), strict=True):
+        assert part.labels.bincount().tolist() == [per_class] * 17
+    images = torch.cat([p.images for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    iris = real_data / "flowers17" / "05_iris" / "image_0407.jpg"
+    hits = (images == torch.from_numpy(read_image(iris, 16)).permute(2, 0, 1)).flatten(1).all(1)
+    assert labels[hits].tolist() == [FLOWERS17_CLASSES.index("iris")]
+
+
+SEED_SWEEPS = sorted((CONFIGS / "seeds" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SEED_SWEEPS, ids=[p.stem for p in SEED_SWEEPS])
+def test_every_seed_sweep_run_builds_its_net_for_its_image_size(path):
+    """Each run's net, with its net_kwargs, takes the images its data gives (a fixed flatten head built for 32 px
+    would fail on Flowers17's 64 px)."""
+    from cifar_pl.models import create_model
+
+    spec = load_sweep(path)
+    base = yaml.safe_load((CONFIGS.parent / spec["configs"][0]).read_text())
+    for members in spec["groups"].values():
+        run = {**spec["args"], **spec["runs"][members[0]]}
+        net = run.get("model.net", base["model"]["net"])
+        kwargs = run.get("model.net_kwargs", base["model"].get("net_kwargs") or {})
+        size = run.get("data.init_args.image_size", run.get("data.image_size", 32))
+        model = create_model(net, num_classes=17, **kwargs).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(2, 3, size, size)).shape == (2, 17), f"{members[0]}: {net} at {size} px"
+
+
+INCLUDING = [p for p in sorted(CONFIGS.rglob("*.yaml")) if "config" in (yaml.safe_load(p.read_text()) or {})]
+
+
+@pytest.mark.parametrize("path", INCLUDING, ids=[p.relative_to(CONFIGS).as_posix() for p in INCLUDING])
+def test_a_config_that_includes_another_changes_it_with_dotted_keys(path):
+    """``config: base.yaml`` then ``model: {net: x}`` replaces the base's whole ``model`` block (its optimiser,
+    LR and schedule fall back to the defaults); ``model.net: x`` changes that one value."""
+    cfg = yaml.safe_load(path.read_text())
+    blocks = [k for k in ("trainer", "model", "data", "checkpoint") if isinstance(cfg.get(k), dict)]
+    assert not blocks, (
+        f"{path}: {blocks} as whole blocks would replace the included config's; use dotted keys"
+    )
+
+
+def test_a_derived_seed_config_keeps_its_base_recipe():
+    gap, base = (effective_config(CONFIGS / "seeds" / f"{n}.yaml") for n in ("001_gap", "001_conv_blocks"))
+    assert gap["model"]["net"] == "model_gap" and gap["trainer"]["max_epochs"] == 120
+    for key in ("optimizer", "lr", "weight_decay", "scheduler"):
+        assert gap["model"][key] == base["model"][key], key

@@ -20,7 +20,7 @@ from cifar_pl.lit.schedule import LRMultiplier
 from cifar_pl.lit.tta import tta_logits
 from cifar_pl.models import create_model
 
-from .conftest import run_cli
+from .conftest import CONFIGS, effective_config, run_cli
 from .fake_cuda import PretendCuda
 
 FAST = "--trainer.max_epochs 2 --model.warmup_epochs 0.5 --model.net_kwargs.width 0.25 --data.val_size 24 --data.batch_size 32"
@@ -167,11 +167,18 @@ def test_the_classifier_uses_tta_in_evaluation_only():
 def test_alternating_flip_mirrors_each_image_every_other_epoch():
     x = torch.arange(2000 * 4, dtype=torch.uint8).view(2000, 1, 2, 2).expand(2000, 1, 2, 2).clone()
     index = torch.arange(2000)
+    torch.manual_seed(0)
     flipped = [(alternating_flip(x, index, e) != x).flatten(1).any(1) for e in range(4)]
     assert 900 < int(flipped[0].sum()) < 1100  # about half at epoch 0
     assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])
     assert torch.equal(flipped[1], flipped[3])
     assert not torch.equal(flipped[0], (alternating_flip(x, index, 0, seed=1) != x).flatten(1).any(1))
+    # which half starts mirrored is drawn per run (airbench flips a random half once per run), from the run's seed
+    torch.manual_seed(1)
+    other_run = (alternating_flip(x, index, 0) != x).flatten(1).any(1)
+    assert 800 < int((other_run == flipped[0]).sum()) < 1200  # about half agree: unrelated halves
+    torch.manual_seed(1)
+    assert torch.equal(other_run, (alternating_flip(x, index, 0) != x).flatten(1).any(1))  # and repeatable
 
 
 def _batches(dm, epoch=0):
@@ -235,10 +242,14 @@ def test_bias_lr_factor_keeps_the_decay_per_step():
         net="speednet", net_kwargs={"width": 0.25}, lr=0.4, weight_decay=0.005, bias_lr_factor=64
     )
     groups = {g["name"]: g for g in model._param_groups()}
-    assert set(groups) == {"all", "all_bias"}
-    assert groups["all_bias"]["lr"] == pytest.approx(0.4 * 64)
-    assert groups["all_bias"]["lr"] * groups["all_bias"]["weight_decay"] == pytest.approx(0.4 * 0.005)
-    assert all(p.ndim == 1 for p in groups["all_bias"]["params"])
+    assert set(groups) == {"all", "all_norm"}
+    assert groups["all_norm"]["lr"] == pytest.approx(0.4 * 64)
+    assert groups["all_norm"]["lr"] * groups["all_norm"]["weight_decay"] == pytest.approx(0.4 * 0.005)
+    bn = [m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in groups["all_norm"]["params"]} == {id(p) for m in bn for p in m.parameters()}
+    # airbench puts only BatchNorm's parameters in the fast group: the whitening bias trains at the base LR, from 0
+    whiten_bias = model.net.whiten.bias
+    assert any(p is whiten_bias for p in groups["all"]["params"]) and float(whiten_bias.abs().max()) == 0
     ids = {id(p) for g in groups.values() for p in g["params"]}
     assert ids == {id(p) for p in model.net.parameters()}  # the average's copy is not trained
 
@@ -253,3 +264,33 @@ def test_sync_every_zero_takes_no_per_step_wait(cifar10_root, tmp_path, monkeypa
     assert not seen
     run_cli("fit", "quickstart", cifar10_root, f"{ONE} --model.sync_every 2 --experiment two")
     assert len(seen) == 2  # 3 steps: 0 and 2
+
+
+def test_drop_last_keeps_every_training_batch_full_and_validation_whole(cifar10_root):
+    dm = CIFAR10DataModule(str(cifar10_root), val_size=24, batch_size=32, drop_last=True)
+    dm.setup("fit")
+    n = len(dm.train_set)  # 120: three full batches and a partial one of 24
+    sizes = [len(b[0]) for b in dm.train_dataloader()]
+    assert sizes == [32] * (n // 32)
+    assert sum(len(b[0]) for b in dm.val_dataloader()) == 24  # only training drops its remainder
+    with pytest.raises(BadValue, match="drop_last must be true or false"):
+        CIFAR10DataModule(str(cifar10_root), drop_last="yes")
+
+
+def test_val_size_zero_trains_on_every_image(cifar10_root):
+    dm = CIFAR10DataModule(str(cifar10_root), val_size=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 144 and len(dm.val_set) == 0  # every training row of the fixture
+
+
+def test_speed_presets_are_the_recipe():
+    # airbench94: nothing held out, every batch full, decay per example (so the CPU preset at a quarter of the
+    # batch and LR keeps the coefficient: a quarter of the decay per step), BatchNorm alone in the fast group
+
+    for name in ("speednet", "speednet_cpu"):
+        cfg = effective_config(CONFIGS / "speed" / f"{name}.yaml")
+        assert cfg["data"]["init_args"]["val_size"] == 0 and cfg["data"]["init_args"]["drop_last"] is True
+        assert cfg["checkpoint"]["monitor"] is None
+        assert cfg["model"]["weight_decay"] == pytest.approx(1.33e-3)
+        per_image_lr = cfg["model"]["lr"] / cfg["data"]["init_args"]["batch_size"]
+        assert per_image_lr == pytest.approx(1.5 / 1024)

@@ -133,11 +133,11 @@ def test_without_the_callback_bn_statistics_do_move(photo_root):
 # ---- staged runs through the CLI ----
 @pytest.fixture(scope="module")
 def cifar_stage(photo_root, tmp_path_factory):
-    """A first stage (model_gap on 3 classes, 2 epochs) run from tmp/, leaving lightning_logs/stage1/best.ckpt."""
+    """A first stage (base_cnn on 3 classes, 2 epochs) run from tmp/, leaving lightning_logs/stage1/best.ckpt."""
     cwd = tmp_path_factory.mktemp("stages")
     run_cli(
         "fit", "transfer/1_scratch", photo_root,
-        "--experiment stage1 --trainer.max_epochs 2 --data.image_size 16 --data.batch_size 16", cwd=cwd,
+        "--experiment stage1 --trainer.max_epochs 2 --data.batch_size 16", cwd=cwd,
     )  # fmt: skip
     return cwd
 
@@ -146,23 +146,23 @@ def test_init_from_another_class_count_loads_the_body_and_a_new_head(cifar_stage
     best = cifar_stage / "lightning_logs" / "stage1" / "best.ckpt"
     assert best.is_symlink() and best.resolve().is_file()
     saved = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    assert saved["net.classifier.weight"].shape == (3, 160)
-    model = ImageClassifier(net="model_gap", num_classes=2, init_from=str(best), init_strict=False)
-    with pytest.warns(UserWarning, match=r"skipped classifier.weight \(shape \(3, 160\) vs \(2, 160\)\)"):
+    assert saved["net.classifier.weight"].shape == (3, 64)
+    model = ImageClassifier(net="base_cnn", num_classes=2, init_from=str(best), init_strict=False)
+    with pytest.warns(UserWarning, match=r"skipped classifier.weight \(shape \(3, 64\) vs \(2, 64\)\)"):
         model.setup("fit")
     for k, v in model.net.state_dict().items():
         if not k.startswith("classifier."):
             assert torch.equal(v, saved[f"net.{k}"]), k
-    assert model.net.classifier.weight.shape == (2, 160)
+    assert model.net.classifier.weight.shape == (2, 64)
     with pytest.raises(ValueError, match="trained for another number of classes; set init_strict: false"):
-        ImageClassifier(net="model_gap", num_classes=2, init_from=str(best)).setup("fit")
+        ImageClassifier(net="base_cnn", num_classes=2, init_from=str(best)).setup("fit")
 
 
 def test_frozen_stage_resumes_with_ckpt_path_frozen_and_from_its_epoch(cifar_stage, photo_root, monkeypatch):
     monkeypatch.chdir(cifar_stage)
     best = cifar_stage / "lightning_logs" / "stage1" / "best.ckpt"
     common = (
-        f"--experiment stage2 --data.image_size 16 --data.batch_size 16 --data.classes [cat,owl] "
+        f"--experiment stage2 --data.batch_size 16 --data.classes [cat,owl] "
         f"--model.init_from {best} --test_after_fit false"
     )
     first = run_cli("fit", "transfer/2_cifar_frozen", photo_root, common + " --trainer.max_epochs 2")

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from cifar_pl.checkpoints import read_checkpoint
 from cifar_pl.inference import Predictor
 from cifar_pl.models import ClassifierNet, GlobalAvgPoolHead, create_model
 from cifar_pl.predict import predict as predict_main
@@ -103,7 +104,8 @@ def trained(photo_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("viz")
     cli = run_cli(
         "fit", "transfer/1_scratch", photo_root,
-        "--experiment vizrun --trainer.max_epochs 3 --data.image_size 16 --data.batch_size 16 --data.augment none",
+        "--experiment vizrun --model.net model_gap --trainer.max_epochs 3 --data.image_size 16 --data.batch_size 16 "
+        "--data.augment none",
         cwd=cwd,
     )  # fmt: skip
     return cwd, cwd / "lightning_logs" / "vizrun" / "best.ckpt", cwd / cli.trainer.log_dir
@@ -180,7 +182,11 @@ def test_every_viz_command_writes_valid_pngs(trained, tmp_path):
             _valid_png(p)
     with open(out / "per_class.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["class"] for r in rows] == ["cat", "dog", "owl"] and sum(int(r["images"]) for r in rows) == 12
+    dm = read_checkpoint(ckpt).build_datamodule()
+    dm.setup("fit")  # every image of the checkpoint's validation split, once
+    assert [r["class"] for r in rows] == ["cat", "dog", "owl"] and sum(int(r["images"]) for r in rows) == len(
+        dm.val_set
+    )
 
 
 def test_curves_read_per_epoch_and_test_pictures_reach_tensorboard(trained):

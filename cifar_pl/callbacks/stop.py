@@ -1,10 +1,18 @@
-"""A stopped run is always resumable: SIGTERM (a scheduler, ``docker stop``, ``timeout``) or Ctrl+C ends training
-at the next step boundary with ``last.ckpt`` written, and the process exits with 128 + the signal's number."""
+"""A stopped run is always resumable, and says where it can resume from.
+
+SIGTERM (a scheduler, ``docker stop``, ``timeout``) or Ctrl+C during training ends it at the next step boundary with
+``last.ckpt`` written there; during validation, the validation pass is finished first and ``last.ckpt`` is the one
+an uninterrupted run writes after it, so ``fit --ckpt_path last`` redoes nothing. Outside the training loop (the
+data being prepared, the sanity check, the test after fit) and at a second signal the run stops at once; nothing
+new is saved and the last checkpoint written stands. The process exits with 128 + the signal's number.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,51 +22,140 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
-    """Where ``last.ckpt`` goes: the folder of the checkpoint callback that writes it."""
+class StopNow(SIGTERMException):
+    """A stop that cannot wait for a step boundary (a second signal, or one outside the training loop): nothing is
+    saved, the last checkpoint written stands. A ``SystemExit`` carrying 128 + signal, so Lightning tears down and
+    passes it on, and ``except Exception`` blocks do not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def last_checkpoint_callback(trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint | None:
+    """The checkpoint callback that writes ``last.ckpt``."""
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "filename", None) == "last" and cb.dirpath:
-            return Path(cb.dirpath) / "last.ckpt"
+            return cb
     return None
 
 
+def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
+    """Where ``last.ckpt`` goes: the folder of the checkpoint callback that writes it."""
+    cb = last_checkpoint_callback(trainer)
+    return Path(cb.dirpath) / "last.ckpt" if cb is not None else None
+
+
 class GracefulStop(pl.Callback):
-    """On the first SIGTERM or SIGINT, ask Lightning to stop after the current step (its own SIGTERM flag, which
-    it also passes to DDP ranks); when the stop arrives in training, write ``last.ckpt`` there (the training
-    loader's place in the epoch goes with it, so ``fit --ckpt_path last`` continues with the very next batch)
-    and make the process exit with 128 + signal. A second signal stops at once, as Ctrl+C twice would."""
+    """Turns SIGTERM/SIGINT into a stop that saves what it says (see the module docstring).
+
+    ``hold()`` installs the handlers for a whole command (the CLI holds them from before ``fit`` to the end of the
+    test after it, so a signal while the data is decoded is handled too); used alone in a Trainer, the handlers are
+    installed at ``setup``. After a stop, ``signum``, ``phase`` (where the signal arrived: ``preparing the run``,
+    ``sanity check``, ``training``, ``validation``, ``test``) and ``saved`` (the ``last.ckpt`` that holds the run,
+    if any) say what happened."""
 
     def __init__(self):
         self.signum: int | None = None
+        self.phase: str | None = None
         self.saved: Path | None = None
         self._trainer: pl.Trainer | None = None
         self._previous: dict[int, object] = {}
+        self._held = False
+        self._in_loop = False  # between on_train_start and on_train_end: a stop can wait for the step to end
+        self._deferred = False  # a stop that arrived during validation waits for the pass to end
+        self._val_running = False  # validation batches are running (Lightning's loop would stop among them)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
+    # ---- installing the handlers ----
+    def install(self) -> None:
         if threading.current_thread() is not threading.main_thread() or self._previous:
             return
         for sig in _SIGNALS:  # Lightning adds its own SIGTERM handler later, keeping this one in its chain
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 
+    @contextmanager
+    def hold(self, trainer: pl.Trainer) -> Iterator[GracefulStop]:
+        self._trainer, self._held = trainer, True
+        self.install()
+        try:
+            yield self
+        finally:
+            self._held = False
+            self.uninstall()
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        self.install()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._in_loop = False
+        if not self._held:
+            self.uninstall()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._in_loop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._in_loop = False
+
+    # ---- the signal ----
+    def _where(self) -> str:
+        t = self._trainer
+        if t is None or t.state.fn is None:
+            return "preparing the run"
+        if t.sanity_checking:
+            return "sanity check"
+        if t.testing:
+            return "test"
+        if t.validating:
+            return "validation"
+        return "training" if self._in_loop else "preparing the run"
+
+    def _connector(self):
+        return getattr(self._trainer, "_signal_connector", None)
+
     def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
         if self.signum is not None:
-            raise KeyboardInterrupt  # asked twice: stop now, whatever the step
-        self.signum = signum
-        rank_zero_info(
-            f"\nreceived {signal.Signals(signum).name}: stopping after this step and saving last.ckpt "
-            f"(send it again to stop at once)"
-        )
-        if self._trainer is not None:
-            self._trainer._signal_connector.received_sigterm = (
-                True  # Lightning stops at the next step boundary
+            rank_zero_info(f"\nreceived {name} again: stopping now")
+            raise StopNow(self.signum)  # asked twice: stop now, whatever the step
+        self.signum, self.phase = signum, self._where()
+        connector = self._connector()
+        if not self._in_loop or self.phase in ("sanity check", "test"):
+            rank_zero_info(f"\nreceived {name} during {self.phase}: stopping now")
+            raise StopNow(signum)
+        if self.phase == "validation" and self._val_running:
+            # Lightning's evaluation loop would stop mid-pass, after which no checkpoint can hold the end of the
+            # epoch; the flag is raised again when the pass is over (Lightning's own handler may have set it).
+            self._deferred = True
+            if connector is not None:
+                connector.received_sigterm = False
+            rank_zero_info(
+                f"\nreceived {name}: stopping after this validation pass, with last.ckpt written after it "
+                f"(send it again to stop at once)"
             )
+            return
+        rank_zero_info(
+            f"\nreceived {name}: stopping after this step and saving last.ckpt (send it again to stop at once)"
+        )
+        if connector is not None:
+            connector.received_sigterm = True  # Lightning stops at the next step boundary
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_running = not trainer.sanity_checking
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the last batch, before the checkpoint callbacks write last.ckpt at on_validation_end as usual
+        self._val_running = False
+        if self._deferred:
+            self._deferred = False
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -68,10 +165,16 @@ class GracefulStop(pl.Callback):
         signum = self.signum or signal.SIGTERM
         exception.code = 128 + signum  # Lightning's own exit says 0; a stopped run must not look finished
         path = last_checkpoint_path(trainer)
-        if trainer.training and path is not None:
-            # Lightning raises only between steps, so weights, optimiser, loop counters and the loader's place
-            # in the epoch are consistent here.
-            trainer.save_checkpoint(path, weights_only=False)  # the full training state, not weights alone
-            self.saved = path
-        elif path is not None and path.is_file():
-            self.saved = path  # stopped outside a training step: the last checkpoint written stands
+        if path is None:
+            return
+        if isinstance(exception, StopNow) or not trainer.training:
+            self.saved = path if path.is_file() else None  # the last checkpoint written stands
+            return
+        cb = last_checkpoint_callback(trainer)
+        if path.is_file() and getattr(cb, "_last_global_step_saved", None) == trainer.global_step:
+            self.saved = path  # written after this very step (the end of the validation the stop waited for)
+            return
+        # Lightning raises only between steps, so weights, optimiser, loop counters and the loader's place in the
+        # epoch are consistent here.
+        trainer.save_checkpoint(path, weights_only=False)  # the full training state, not weights alone
+        self.saved = path

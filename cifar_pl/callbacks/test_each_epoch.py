@@ -10,7 +10,8 @@ from ..checks import check_number
 
 
 class TestEachEpoch(pl.Callback):
-    """After every ``every_n_epochs``-th validation epoch, score the model on the DataModule's test split (true
+    """After every ``every_n_epochs``-th validation epoch (or training epoch, when nothing is validated:
+    ``val_size: 0``, as Keras' ``validation_data=(test_images, ...)`` runs go), score the model on the DataModule's test split (true
     labels; under ``shuffled_pixels`` the same permutation as training, as Zhang et al. did) and log
     ``clean_test/acc`` and ``clean_test/loss``. The names are not ``val/*`` or ``test/*`` on purpose: no
     checkpoint, early stop or schedule reads them, so the test set never picks a model. The model is scored as
@@ -21,11 +22,22 @@ class TestEachEpoch(pl.Callback):
         check_number("TestEachEpoch every_n_epochs", every_n_epochs, 1, integer=True)
         check_number("TestEachEpoch batch_size", batch_size, 1, integer=True)
         self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
+        self._scored_epoch: int | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._score(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the epoch's validation, if there was one; else (nothing validated) here
+        if self._scored_epoch != trainer.current_epoch:
+            self._score(trainer, pl_module)
 
     @torch.no_grad()
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+    def _score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        self._scored_epoch = trainer.current_epoch
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "normalize"):
             return

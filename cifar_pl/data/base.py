@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..checks import check_choice, check_number, check_size_or_fraction, choices
 from ..errors import BadValue
+from .identity import IDENTITY_KEY, digest
 from .tensor_dataset import (
     EpochProgress,
     EpochShuffleSampler,
@@ -68,7 +69,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
 
     Args:
         data_dir: where the data is.
-        val_size: validation share of the training data: a fraction in (0, 1) or a count of images.
+        val_size: validation share of the training data: a fraction in (0, 1) or a count of images; 0 trains on
+            every image and validates on none (CIFAR; set ``checkpoint.monitor: null``, nothing is validated).
         split_seed: seed of the train/validation split.
         batch_size: training batch size (per device).
         eval_batch_size: validation/test batch size (default: ``batch_size``).
@@ -87,6 +89,8 @@ class InMemoryImageDataModule(pl.LightningDataModule):
             batch there by index (the loader hands out indices only: no per-batch copy from the host). Needs a
             batched augmentation (per-image steps run in the loader, which then never sees an image). On a CPU
             the images already are where training runs: batches are gathered from them in place.
+        drop_last: leave out each epoch's last, smaller training batch (as the speed recipes do: every step has
+            the same size).
     """
 
     default_stats: str = "dataset"
@@ -95,7 +99,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        val_size: float | int = 0.1,
+        val_size: int | float = 0.1,
         split_seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
@@ -107,6 +111,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         augment: str | list[dict[str, Any]] | None = "none",
         augment_on_device: bool | Literal["auto"] = "auto",
         resident: bool = False,
+        drop_last: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()  # also collects a subclass's own arguments
@@ -116,7 +121,11 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         if num_workers is not None:
             check_number("num_workers", num_workers, 0, integer=True)
         check_number("split_seed", split_seed, integer=True)
-        check_size_or_fraction("val_size", val_size)
+        if val_size != 0:  # 0: train on every image and validate on none
+            check_size_or_fraction("val_size", val_size)
+        if not isinstance(drop_last, bool):
+            raise BadValue(f"drop_last must be true or false, got {drop_last!r}")
+        self.drop_last = drop_last
         self.augmentation = Augmentation.from_config(
             augment, augment_on_device, self.image_size
         )  # bad values fail here
@@ -202,9 +211,34 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         return self._mean_t, self._std_t
 
     def state_dict(self) -> dict[str, Any]:
-        # The normalisation a model was trained with travels in its checkpoint.
+        # The normalisation a model was trained with, and what it was trained on, travel in its checkpoint.
         mean, std = self._stats()
-        return {"mean": mean.tolist(), "std": std.tolist(), "image_size": self.image_size}
+        state = {"mean": mean.tolist(), "std": std.tolist(), "image_size": self.image_size}
+        if self.train_set is not None:
+            state[IDENTITY_KEY] = self.data_identity()
+        return state
+
+    def data_identity(self) -> dict[str, Any]:
+        """What this DataModule trains on, as plain values (``cifar_pl.data.identity``): class names, a digest of
+        the source data, the split seed, each part's size and a digest of which images each part holds. Computed
+        once; loads the splits if they are not yet."""
+        if getattr(self, "_identity", None) is None:
+            if self.train_set is None:
+                self.setup("fit")
+            self._identity = {
+                "datamodule": type(self).__name__, "classes": self.classes, "split_seed": self.split_seed,
+                "sizes": {"train": len(self.train_set), "val": len(self.val_set)}, **self._source_and_split(),
+            }  # fmt: skip
+        return self._identity
+
+    def _source_and_split(self) -> dict[str, Any]:
+        """``source`` (a digest of the data the parts are drawn from), ``images`` (how many) and ``split`` (a digest
+        of which images each part holds). Here: the content of the parts themselves; a DataModule that knows its
+        files or rows says it independently of preprocessing."""
+        parts = (self.train_set, self.val_set)
+        content = digest(*(p.take(slice(i, i + 4096)) for p in parts for i in range(0, len(p), 4096)),
+                         *(p.labels for p in parts))  # fmt: skip
+        return {"source": content, "images": sum(len(p) for p in parts), "split": content}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "mean" in state_dict and "std" in state_dict:
@@ -233,7 +267,7 @@ class InMemoryImageDataModule(pl.LightningDataModule):
             common.update(num_workers=0, persistent_workers=False, pin_memory=False)
         self._progress = EpochProgress()
         return ResumableLoader(dataset, sampler=EpochShuffleSampler(len(dataset), seed), progress=self._progress,
-                               **common)  # fmt: skip
+                               drop_last=self.drop_last, **common)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -273,17 +307,19 @@ class InMemoryImageDataModule(pl.LightningDataModule):
         return self._resident_on[device][index]
 
     def augment_examples(self, images: torch.Tensor, draws: int) -> torch.Tensor:
-        """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W), drawn as
-        training would draw them; batch-level steps (MixUp, CutMix) are not shown."""
+        """``draws`` augmented versions of each uint8 image (n x C x H x W -> n x draws x C x H x W, uint8), drawn
+        as training would draw them; batch-level steps (MixUp, CutMix) are not shown, and float steps' output is
+        shown clipped to [0, 255]."""
         if self._per_image is not None:
             return torch.stack([torch.stack([self._per_image(img) for _ in range(draws)]) for img in images])
         # an index-keyed step (alternating_flip) shows each image in ``draws`` successive epochs
         index = torch.arange(len(images), device=images.device)
         if self.augmentation.needs_index:
             x = torch.stack([self.augment_batch(images, index, epoch) for epoch in range(draws)], 1)
-            return x
-        x = self.augment_batch(images.repeat_interleave(draws, 0), index.repeat_interleave(draws))
-        return x.view(len(images), draws, *images.shape[1:])
+        else:
+            x = self.augment_batch(images.repeat_interleave(draws, 0), index.repeat_interleave(draws))
+            x = x.view(len(images), draws, *images.shape[1:])
+        return x if x.dtype == torch.uint8 else x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Only uint8 image batches are ours to normalise (the model summary also sends a float example through).

@@ -14,6 +14,7 @@ from ..errors import BadFile, MissingFile
 from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
 from .corrupt import Corruption, apply_corruption, channel_stats, pixel_permutation
+from .identity import digest
 from .tensor_dataset import TensorImageDataset, seeded_split
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -205,12 +206,19 @@ class CIFARDataModule(InMemoryImageDataModule):
                 len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1)
             )
             train_idx = train_idx[keep[: self.train_size].sort().values]
+        # the batch files' rows as read and which of them each part holds, before any corruption (a config value)
+        self._source_and_split_ids = {"source": digest(full.images, full.labels), "images": len(full),
+                                      "split": digest(train_idx, val_idx)}  # fmt: skip
         train = full.subset(train_idx)
         # Zhang's Gaussian images match the clean training split's statistics, in every corrupted split.
         self._gauss_stats = channel_stats(train.images) if self.corrupt == "gaussian" else None
         train = self._corrupted(train, self.corrupt_seed)
         val = full.subset(val_idx)
         return train, (self._corrupted(val, self.corrupt_seed + 1) if self.corrupt_val else val)
+
+    def _source_and_split(self) -> dict:
+        ids = getattr(self, "_source_and_split_ids", None)
+        return dict(ids) if ids else super()._source_and_split()
 
     def _load_test(self) -> TensorImageDataset:
         test = self._read(self.test_files)

@@ -1,4 +1,4 @@
-"""Oxford 17 Category Flowers (Nilsback & Zisserman 2006) in its published layout."""
+"""Oxford 17 Category Flowers (Nilsback & Zisserman 2006), in its published layout or in class folders."""
 
 from __future__ import annotations
 
@@ -23,11 +23,27 @@ FLOWERS17_CLASSES = [
 FLOWERS17_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
 
 
+def _numbered(folder: Path) -> list[tuple[Path, int]]:
+    """The ``image_NNNN.jpg`` files in ``folder`` with their numbers (other files are not the dataset's)."""
+    found = []
+    for p in folder.iterdir():
+        if m := re.fullmatch(r"image_(\d{4})\.jpg", p.name):
+            n = int(m.group(1))
+            if not 1 <= n <= 1360:
+                raise BadFile(f"'{p}': Oxford 17 Flowers numbers its images image_0001 to image_1360")
+            found.append((p, n))
+    return found
+
+
 @register_datamodule
 class Flowers17DataModule(ImageFolderDataModule):
-    """Oxford 17 Category Flowers (Nilsback & Zisserman 2006) in its published layout: ``data_dir/jpg/
-    image_0001.jpg`` ... ``image_1360.jpg`` (also found under ``data_dir/17flowers/jpg`` or directly in
-    ``data_dir``), 80 images per class in index order.
+    """Oxford 17 Category Flowers (Nilsback & Zisserman 2006): 1,360 photos, 80 per class in index order, so
+    the official label of ``image_NNNN.jpg`` is (NNNN - 1) // 80 in either layout it reads:
+
+    * published: ``data_dir/jpg/image_0001.jpg`` ... ``image_1360.jpg`` (also under ``data_dir/17flowers/jpg``
+      or directly in ``data_dir``);
+    * class folders: ``data_dir/NN_name/image_NNNN.jpg`` with ``NN_name`` = ``00_daffodil`` ... ``16_pansy``
+      (the copy in ``../shared/data/flowers17``); every file must sit in the folder of its official label.
 
     With ``datasplits.mat`` beside the images (or in ``data_dir``), the official split ``split`` (1, 2 or 3:
     40 train / 20 val / 20 test per class) is used; without it, a stratified split seeded by ``split_seed``
@@ -66,18 +82,25 @@ class Flowers17DataModule(ImageFolderDataModule):
                 return d
         return None
 
+    def _class_dirs(self) -> dict[int, Path]:
+        """Official label -> its folder in the class-folder layout (``00_daffodil`` ...); empty if none."""
+        folders = {f"{i:02d}_{name}": i for i, name in enumerate(FLOWERS17_CLASSES)}
+        if not self.data_dir.is_dir():
+            return {}
+        return {folders[d.name]: d for d in self.data_dir.iterdir() if d.name in folders and d.is_dir()}
+
     def prepare_data(self) -> None:
         self._ensure_layout()
         super().prepare_data()  # the decoded-image cache
 
     def _ensure_layout(self) -> None:
-        if self._image_dir() is not None:
+        if self._image_dir() is not None or self._class_dirs():
             return
         if not self.download:
             raise MissingFile(
-                f"'{self.data_dir}' holds no Oxford 17 Flowers layout (jpg/image_0001.jpg ...); pass "
-                f"--data.data_dir with the folder that contains jpg/, or --data.download true (needs internet). "
-                f"A copy in class folders reads with ImageFolderDataModule instead"
+                f"'{self.data_dir}' holds no Oxford 17 Flowers layout (jpg/image_0001.jpg ..., or class folders "
+                f"00_daffodil/ ... 16_pansy/); pass --data.data_dir with the folder that contains them, or "
+                f"--data.download true (needs internet)"
             )
         from torchvision.datasets.utils import download_and_extract_archive, download_url
 
@@ -92,20 +115,39 @@ class Flowers17DataModule(ImageFolderDataModule):
 
     def _scan(self, root: Path) -> tuple[list[Path], torch.Tensor]:
         self._ensure_layout()
-        image_dir = self._image_dir()
-        assert image_dir is not None
-        numbers = sorted(
-            int(m.group(1)) for p in image_dir.iterdir() if (m := re.fullmatch(r"image_(\d{4})\.jpg", p.name))
-        )
-        if not numbers:
-            raise BadFile(f"'{image_dir}' holds no image_NNNN.jpg files of Oxford 17 Flowers")
-        if numbers[-1] > 1360:
-            raise BadFile(f"'{image_dir}' has image_{numbers[-1]:04d}.jpg; Oxford 17 Flowers ends at 1360")
+        files = self._files()
+        if not files:
+            raise BadFile(f"'{self.data_dir}' holds no image_NNNN.jpg files of Oxford 17 Flowers")
         wanted = {FLOWERS17_CLASSES.index(c): i for i, c in enumerate(self.classes)}
-        numbers = [n for n in numbers if (n - 1) // 80 in wanted]
+        numbers = sorted(n for n in files if (n - 1) // 80 in wanted)
         self._numbers = torch.tensor(numbers)
         labels = torch.tensor([wanted[(n - 1) // 80] for n in numbers], dtype=torch.long)
-        return [image_dir / f"image_{n:04d}.jpg" for n in numbers], labels
+        return [files[n] for n in numbers], labels
+
+    def _files(self) -> dict[int, Path]:
+        """Image number -> file, from the published layout, else from the class folders. The label is the
+        number's either way: a file in another class's folder is refused, not relabelled."""
+        image_dir = self._image_dir()
+        if image_dir is not None:
+            return {n: p for p, n in _numbered(image_dir)}
+        folders = self._class_dirs()
+        missing = [c for c in self.classes if FLOWERS17_CLASSES.index(c) not in folders]
+        if missing:
+            raise MissingFile(
+                f"'{self.data_dir}' has no class folder for {missing} (named NN_class, e.g. 00_daffodil); add "
+                f"it, or pass --data.classes with the classes it has"
+            )
+        files: dict[int, Path] = {}
+        for label, folder in folders.items():
+            for p, n in _numbered(folder):
+                if (n - 1) // 80 != label:
+                    official = f"{(n - 1) // 80:02d}_{FLOWERS17_CLASSES[(n - 1) // 80]}"
+                    raise BadFile(
+                        f"'{p}' is in {folder.name}/, but image {n} is a {official} in the official order "
+                        f"(label = (number - 1) // 80); move it to {official}/"
+                    )
+                files[n] = p
+        return files
 
     def _official_splits(self) -> dict[str, torch.Tensor] | None:
         image_dir = self._image_dir()

@@ -15,8 +15,9 @@ from ..errors import BadValue, MissingFile
 from ..images import ResizeMode, read_images
 from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
-from .cache import build, default_cache_dir, entry_dir, fingerprint, is_complete, open_entry
-from .tensor_dataset import TensorImageDataset, stratified_split3
+from .cache import default_cache_dir, entry_dir, fingerprint, open_or_build
+from .identity import digest
+from .tensor_dataset import TensorImageDataset, hashed_split3, stable_key
 
 
 def decode_images(
@@ -50,13 +51,19 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     ``crop``, see ``cifar_pl.images``); files that are no readable image are skipped with one warning that names
     them, so nothing can fail mid-epoch. With ``cache`` (the default) the decoded images go to a file under
     ``cache_dir`` the first time (``prepare_data``: once per machine, even under DDP) and every later run, and
-    every process, memory-maps that file (``cifar_pl.data.cache``): start-up takes seconds and memory does not
-    grow with the collection or the number of processes.
+    every process, memory-maps that file (``cifar_pl.data.cache``: checked, rebuilt when damaged, evicted when
+    unused): start-up takes seconds and memory does not grow with the collection or the number of processes. A
+    cache folder that cannot be written is reported and the photos are decoded into memory.
+
+    The split is per file: a photo's part (train, validation, test) comes from a hash of its path below
+    ``data_dir`` and ``split_seed`` (``hashed_split3``), so adding or removing photos moves no other photo between
+    parts, and the shares are close to ``val_size``/``test_size`` rather than exact.
 
     Args:
         data_dir: the root holding one folder per class.
         classes: use only these class folders, in this order (default: every folder, sorted).
-        max_per_class: keep at most this many images per class (a seeded random sample).
+        max_per_class: keep at most this many images per class (a sample by a per-file hash of its own, drawn
+            independently of the split's, so a new photo displaces at most one other and the split's shares hold).
         image_size: side of the square the images are resized to (32 for CIFAR nets, 256 for Xception).
         resize: ``squash`` (whole image, aspect ratio lost) or ``crop`` (centre square).
         val_size: share (or count) of the images kept for validation, stratified and seeded by ``split_seed``.
@@ -80,8 +87,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         image_size: int = 32,
         resize: Literal["squash", "crop"] = "squash",
         test_dir: str | None = None,
-        val_size: float | int = 0.2,
-        test_size: float | int | None = None,
+        val_size: int | float = 0.2,
+        test_size: int | float | None = None,
         batch_size: int = 64,
         cache: bool = True,
         cache_dir: str | None = None,
@@ -109,6 +116,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self._held_out: TensorImageDataset | None = None
         self._classes: list[str] | None = None
         self.skipped: list[tuple[Path, str]] = []  # (file, why) of every file that could not be read
+        self.files: list[Path] = []  # after setup: the file of each row of data_dir's decoded images
 
     # ---- classes and files ----
     @property
@@ -140,7 +148,6 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         """Files and labels under ``root`` for ``self.classes``, after the ``max_per_class`` sample."""
         paths: list[Path] = []
         labels: list[int] = []
-        gen = torch.Generator().manual_seed(self.split_seed)
         for label, name in enumerate(self.classes):
             folder = root / name
             if not folder.is_dir():
@@ -153,11 +160,18 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             if not files:
                 raise BadValue(f"class folder '{folder}' is empty; add images or leave the class out")
             if self.max_per_class is not None and len(files) > self.max_per_class:
-                pick = torch.randperm(len(files), generator=gen)[: self.max_per_class].sort().values
-                files = [files[i] for i in pick]
+                ranked = sorted(
+                    files, key=lambda p: stable_key(self.split_seed, "sample:" + self._key(p, root))
+                )
+                files = sorted(ranked[: self.max_per_class])
             paths += files
             labels += [label] * len(files)
         return paths, torch.tensor(labels, dtype=torch.long)
+
+    @staticmethod
+    def _key(path: Path, root: Path) -> str:
+        """A photo's name for the split: its path below the collection's root, with '/' between parts."""
+        return path.relative_to(root).as_posix()
 
     def _roots(self) -> list[Path]:
         return [self.data_dir] + ([self.test_dir] if self.test_dir is not None else [])
@@ -172,20 +186,17 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if self.cache:
             for root in self._roots():
                 paths, labels, entry = self._entry(root)
-                if not is_complete(entry):
-                    rank_zero_info(
-                        f"{root}: decoding {len(paths)} files at {self.image_size}px into {entry} ..."
-                    )
-                    build(entry, paths, labels.tolist(), self.image_size, self.resize, str(root))
+                open_or_build(entry, paths, labels.tolist(), self.image_size, self.resize, str(root))
 
     def _decode(self, root: Path, what: str) -> tuple[TensorImageDataset, list[int]]:
-        """The readable images under ``root`` as a dataset, and their indices in the scanned file list."""
+        """The readable images under ``root`` as a dataset and their indices in the scanned file list (kept, with
+        its labels, as ``self._scanned[root]``).
+        From the cache (built here outside Lightning, where no prepare_data ran), or decoded into memory."""
+        decoded = None
         if self.cache:
             paths, labels, entry = self._entry(root)
-            if not is_complete(entry):  # outside Lightning (no prepare_data), or the cache was removed since
-                rank_zero_info(f"{what}: decoding {len(paths)} files at {self.image_size}px into {entry} ...")
-                build(entry, paths, labels.tolist(), self.image_size, self.resize, what)
-            decoded = open_entry(entry)
+            decoded = open_or_build(entry, paths, labels.tolist(), self.image_size, self.resize, what)
+        if decoded is not None:
             data = TensorImageDataset(decoded.images, decoded.labels, sums=decoded.sums)
             kept, failed = decoded.kept, decoded.failed
         else:
@@ -200,6 +211,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if empty:
             raise BadValue(f"no readable image for class(es) {empty} in {what}; add images or drop the class")
         rank_zero_info(f"{what}: {len(kept)} images in {len(self.classes)} classes at {self.image_size}px")
+        self._scanned = {**getattr(self, "_scanned", {}), root: (paths, labels)}
         return data, kept
 
     # ---- splits ----
@@ -209,12 +221,27 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         return self.test_dir is None and self.test_size is None
 
     def _load_fit(self) -> tuple[TensorImageDataset, TensorImageDataset]:
-        full, _ = self._decode(self.data_dir, str(self.data_dir))
-        train_idx, val_idx, test_idx = stratified_split3(
-            full.labels, self.val_size, self.test_size, self.split_seed
-        )
+        full, kept = self._decode(self.data_dir, str(self.data_dir))
+        paths, labels = self._scanned[self.data_dir]
+        self.files = [paths[i] for i in kept]  # the file of each row of the decoded set
+        keys = [self._key(p, self.data_dir) for p in self.files]
+        parts = hashed_split3(keys, full.labels, self.val_size, self.test_size, self.split_seed)
+        train_idx, val_idx, test_idx = parts
         self._held_out = full.subset(test_idx) if self.test_size is not None else None
+        listing = [
+            (self._key(p, self.data_dir), p.stat().st_size, int(y))
+            for p, y in zip(paths, labels, strict=True)
+        ]
+        self._source_and_split_ids = {
+            "source": digest(*(f"{k}\t{size}\t{y}" for k, size, y in listing)), "images": len(paths),
+            "split": digest(*(sorted(keys[i] for i in part.tolist()) for part in parts)),
+        }  # fmt: skip
         return full.subset(train_idx), full.subset(val_idx)
+
+    def _source_and_split(self) -> dict:
+        """The files (path below ``data_dir``, size, label) and which of them each part holds (``data_identity``)."""
+        ids = getattr(self, "_source_and_split_ids", None)
+        return dict(ids) if ids else super()._source_and_split()  # a subclass with its own split: the content
 
     def _load_test(self) -> TensorImageDataset:
         if self.test_dir is not None:

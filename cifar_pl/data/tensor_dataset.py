@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -135,6 +136,8 @@ def _n_val(n: int, val_size: int | float) -> int:
 
 def seeded_split(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a train/val split of ``n`` rows: ``val_size`` as a count or a fraction, same for a seed."""
+    if val_size == 0:  # every row trains
+        return torch.arange(n), torch.zeros(0, dtype=torch.long)
     n_val = _n_val(n, val_size)
     if not 0 < n_val < n:
         raise BadValue(f"val_size={val_size} leaves {n - n_val} training and {n_val} validation rows out of {n}; "
@@ -144,8 +147,9 @@ def seeded_split(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor
 
 
 def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 N x C x H x W in [0, 255] -> float, standardised per channel (mean/std given for [0, 1])."""
-    x = x.float().div_(255)
+    """uint8 N x C x H x W in [0, 255] -> float, standardised per channel (mean/std given for [0, 1]). A float
+    batch is taken as already in [0, 1] units (what the float augmentation steps hand on, unrounded)."""
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
     return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
@@ -188,6 +192,51 @@ def stratified_split3(
         test.append(rows[n_val : n_val + n_test])
         train.append(rows[n_val + n_test :])
     return tuple(torch.cat(part).sort().values for part in (train, val, test))  # type: ignore[return-value]
+
+
+def stable_key(seed: int, key: str) -> float:
+    """A number in [0, 1) drawn from ``seed`` and ``key`` alone (a file's path): the same key always gets it."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hashed_split3(
+    keys: Sequence[str], labels: torch.Tensor, val_size: int | float, test_size: int | float | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train / validation / test indices where each item's part depends only on its own key (a photo's path below
+    the collection's root) and ``seed``: ``stable_key`` below ``val_size`` (a fraction, or a count as a share of
+    the whole) is validation, below ``val_size + test_size`` test, the rest training. Adding or removing items never
+    moves another one, so a validation photo is never trained on when the collection grows; the shares are close to
+    the ones asked for (binomial: 20 % of 300 photos is 60 +- 7), not exact. In each class, so that no part is empty
+    by chance: a class keeps at least one training image, and one validation (test) image when it has two (three)
+    or more, taken from the training images nearest the boundary. Two exceptions to "never moves another one",
+    both at the edges: in a class whose own keys put none of its images in a part, the image taken for that part is
+    the nearest one, which an added image can replace (in a class of two or three images); and ``val_size`` given
+    as a count is a share of the collection's size, so when the size changes the boundary moves with it and the
+    images nearest it change part (give a fraction for a split that stays put)."""
+    n = len(keys)
+    if n != len(labels):
+        raise ValueError(f"{n} keys but {len(labels)} labels")
+    val_frac = _fraction("val_size", val_size, n)
+    test_frac = _fraction("test_size", test_size, n) if test_size is not None else 0.0
+    if val_frac + test_frac >= 1:
+        raise BadValue(
+            f"val_size {val_size} and test_size {test_size} leave no training images; make them smaller"
+        )
+    u = torch.tensor([stable_key(seed, k) for k in keys], dtype=torch.float64)
+    part = torch.zeros(n, dtype=torch.long)  # 0 train, 1 validation, 2 test
+    part[u < val_frac] = 1
+    part[(u >= val_frac) & (u < val_frac + test_frac)] = 2
+    for c in labels.unique(sorted=True):
+        rows = (labels == c).nonzero().flatten()
+        rows = rows[u[rows].argsort()]
+        if not (part[rows] == 0).any():
+            part[rows[-1]] = 0
+        for p, frac, least in ((1, val_frac, 2), (2, test_frac, 3)):
+            train = rows[part[rows] == 0]
+            if frac > 0 and len(rows) >= least and not (part[rows] == p).any() and len(train) >= 2:
+                part[train[0]] = p
+    return tuple((part == p).nonzero().flatten() for p in (0, 1, 2))  # type: ignore[return-value]
 
 
 class EpochShuffleSampler(Sampler[int]):

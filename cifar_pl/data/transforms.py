@@ -9,7 +9,7 @@ Image steps run on uint8 C x H x W tensors (torchvision v2 where it has the tran
 ``hflip``, ``vflip``, ``shift``, ``grayscale`` and ``cutout`` also have a batched implementation that augments a whole uint8
 batch at once on the training device, with the same distribution per image; a pipeline made only of those runs
 batched. ``alternating_flip`` is batched only and needs ``resident: true`` (it knows each image by its index):
-half the images, chosen by a fixed hash of their index, are mirrored in even epochs, the other half in odd ones,
+a random half of the images (new each run) is mirrored in even epochs, the other half in odd ones,
 so every image is seen both ways every two epochs (the speed recipes' flip). Batch steps (``mixup``,
 ``cutmix``) mix normalised training batches and produce soft targets.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,16 +55,28 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "hflip"},
         {"name": "rotation", "degrees": 15},
     ],
-    # write-up 003, augmentation 1: Keras RandomFlip("horizontal"), RandomRotation(0.05) (a 0.05 turn = +-18
-    # degrees; Keras fills by reflection, this by zeros), RandomContrast((0.8, 1.2)) (per-channel mean kept)
+    # write-up 003, augmentation 1, as its code ran: Keras' RandomFlip("horizontal"), RandomRotation(0.05) (a
+    # 0.05 turn = +-18 degrees, reflection fill, bilinear) and RandomContrast((0.8, 1.2)), whose factor Keras
+    # draws in [1 - 0.8, 1 + 1.2] = [0.2, 2.2] and clips only below 0 on images in [0, 1]; the author's TF Keras 2
+    # draws one factor per batch (Keras 3: per image). tests/reference/ runs both Kerases on the same images.
     "keras_flip_rotate_contrast": [
         {"name": "hflip"},
-        {"name": "rotation", "degrees": 18},
-        {"name": "channel_contrast", "factor": [0.8, 1.2]},
+        {"name": "keras_rotation", "factor": 0.05},
+        {"name": "keras_contrast", "factor": [0.8, 1.2], "per": "batch"},
     ],
-    # write-up 003, augmentation 2: saturation x U(0.5, 2) (tf.image.random_saturation scales HSV saturation;
-    # torchvision blends with the grey image, the same for factors <= 1 up to rounding, unclipped above 1)
-    "keras_saturation": [{"name": "color_jitter", "brightness": 0, "contrast": 0, "saturation": [0.5, 2.0]}],
+    # the same as the author's comment meant it ("contrast +-20%"): factor in [0.8, 1.2]
+    "flip_rotate_contrast20": [
+        {"name": "hflip"},
+        {"name": "keras_rotation", "factor": 0.05},
+        {"name": "keras_contrast", "factor": [0.2, 0.2], "per": "batch"},
+    ],
+    # write-up 003, augmentation 2, as the text means it: HSV saturation x U(0.5, 2), a new factor for every batch
+    # (tf.image.stateless_random_saturation draws one factor per call, for the whole batch)
+    "keras_saturation": [{"name": "hsv_saturation", "factor": [0.5, 2.0], "per": "batch"}],
+    # ... and as its code ran: the layer's seed is a Python counter that moves only while TensorFlow traces the
+    # training graph, so every step reuses one factor (TF 2.21 + tf_keras 2.21, the notebook's calls: seed
+    # (8, 8), factor 1.797; tests/reference/tf_fixtures.json, "saturation_layer")
+    "keras_saturation_traced": [{"name": "hsv_saturation", "factor": 1.797}],
     # DeVries & Taylor 2017 on top of Cubuk et al. 2019: crop + flip + AutoAugment (CIFAR-10 policy) + Cutout 16
     "autoaugment_cutout": [
         {"name": "random_crop", "padding": 4, "padding_mode": "reflect"},
@@ -185,6 +198,163 @@ class Cutout(nn.Module):
         return batch_cutout(img[None], self.size, self.count, self.fill)[0]
 
 
+# ---- float steps: Keras' and TensorFlow's image layers ---------------------------------------------------
+# They see images in [0, 1] (as a Keras layer after Rescaling(1/255) does) and hand on floats, neither rounded
+# nor clipped to [0, 1] unless the layer clips: a pipeline turns its uint8 batch into floats at the first of
+# them, and normalisation takes the floats as they are.
+
+
+def unit_float(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch as floats in [0, 1]; a float batch (already in those units) as it is."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def _keras_index(index: torch.Tensor, size: int, fill_mode: str) -> torch.Tensor:
+    """Where an out-of-range pixel index reads from, as Keras' map_coordinates fixes it."""
+    if fill_mode == "reflect":  # d c b a | a b c d | d c b a (about the edge of the last pixel)
+        s = 2 * size
+        return ((((2 * index + 1) + s) % (2 * s) - s).abs() - 1).div(2, rounding_mode="floor")
+    if fill_mode == "wrap":
+        return index % size
+    return index.clamp(
+        0, size - 1
+    )  # nearest, and constant (whose outside pixels are then replaced by the fill)
+
+
+KerasFill = Literal["reflect", "constant", "nearest", "wrap"]
+KerasInterpolation = Literal["bilinear", "nearest"]
+
+
+def keras_rotate(
+    x: torch.Tensor,
+    degrees: torch.Tensor,
+    fill_mode: KerasFill = "reflect",
+    interpolation: KerasInterpolation = "bilinear",
+    fill_value: float = 0.0,
+) -> torch.Tensor:
+    """Rotate each image of a float N x C x H x W batch by its angle (degrees) about the image centre, sampling
+    as Keras 3's RandomRotation does: output pixel (x, y) reads the input at the rotated point, whose neighbours
+    out of range are fixed by ``fill_mode`` (``constant``: ``fill_value``), then ``interpolation``."""
+    n, c, h, w = x.shape
+    theta = degrees.to(x.device, torch.float32) * (math.pi / 180)
+    cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
+    cx, cy = 0.5 * (w - 1), 0.5 * (h - 1)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=torch.float32),
+        torch.arange(w, device=x.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    src_x = cos * (xs - cx) - sin * (ys - cy) + cx
+    src_y = sin * (xs - cx) + cos * (ys - cy) + cy
+    if interpolation == "nearest":
+        one = torch.ones_like(src_x)
+        nodes_x, nodes_y = [(src_x.round(), one)], [(src_y.round(), one)]
+    else:
+        fx, fy = src_x.floor(), src_y.floor()
+        nodes_x = [(fx, 1 - (src_x - fx)), (fx + 1, src_x - fx)]
+        nodes_y = [(fy, 1 - (src_y - fy)), (fy + 1, src_y - fy)]
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(x)
+    for iy, wy in nodes_y:
+        for ix, wx in nodes_x:
+            iy_l, ix_l = iy.long(), ix.long()
+            idx = _keras_index(iy_l, h, fill_mode) * w + _keras_index(ix_l, w, fill_mode)
+            vals = flat.gather(2, idx.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+            if fill_mode == "constant":
+                inside = (iy_l >= 0) & (iy_l < h) & (ix_l >= 0) & (ix_l < w)
+                vals = torch.where(inside[:, None], vals, torch.full_like(vals, fill_value))
+            out += (wy * wx)[:, None] * vals
+    return out
+
+
+def _keras_pair(factor) -> tuple[float, float]:
+    """Keras' factor of a rotation: ``f`` for [-f, f], or [low, high] (fractions of a full turn)."""
+    return (
+        (-abs(float(factor)), abs(float(factor)))
+        if isinstance(factor, (int, float))
+        else tuple(map(float, factor))
+    )
+
+
+def batch_keras_rotation(
+    x: torch.Tensor,
+    factor=0.05,
+    fill_mode: KerasFill = "reflect",
+    interpolation: KerasInterpolation = "bilinear",
+    fill_value: float = 0.0,
+) -> torch.Tensor:
+    """Keras' RandomRotation: per image an angle ~ U(low, high) x 360 degrees (``factor``: a fraction of a
+    turn, ``f`` for [-f, f]), Keras' defaults: reflection fill, bilinear interpolation."""
+    x = unit_float(x)
+    return keras_rotate(x, keras_angles(x.shape[0], factor, x.device), fill_mode, interpolation, fill_value)
+
+
+def keras_angles(n: int, factor, device: torch.device) -> torch.Tensor:
+    """``n`` angles in degrees as Keras' RandomRotation draws them: U(low, high) x 360."""
+    low, high = _keras_pair(factor)
+    return torch.empty(n, device=device).uniform_(low * 360, high * 360)
+
+
+def keras_contrast_range(factor) -> tuple[float, float]:
+    """The range Keras' RandomContrast draws its factor from: [1 - lower, 1 + upper] for ``factor`` [lower,
+    upper] (so (0.8, 1.2) is [0.2, 2.2]), [1 - f, 1 + f] for a number ``f`` (Keras 2's reading)."""
+    lower, upper = (factor, factor) if isinstance(factor, (int, float)) else factor
+    return 1.0 - float(lower), 1.0 + float(upper)
+
+
+def keras_adjust_contrast(
+    x: torch.Tensor, factor: torch.Tensor, value_range: Sequence[float] = (0, 255)
+) -> torch.Tensor:
+    """Each channel of each image moved to ``(v - mean) * factor + mean`` about its mean over the image, then
+    clipped to ``value_range`` (Keras' default (0, 255): on images in [0, 1] only values below 0 are cut)."""
+    mean = x.mean((2, 3), keepdim=True)
+    out = (x - mean) * factor.view(-1, 1, 1, 1).to(x) + mean
+    return out.clamp(float(value_range[0]), float(value_range[1]))
+
+
+def batch_keras_contrast(
+    x: torch.Tensor,
+    factor=(0.8, 1.2),
+    value_range: Sequence[float] = (0, 255),
+    per: Literal["image", "batch"] = "image",
+) -> torch.Tensor:
+    """Keras' RandomContrast on images in [0, 1]: a factor ~ U(``keras_contrast_range(factor)``) per image
+    (Keras 3) or one for the whole batch (TF Keras 2, whose layer calls ``tf.image.random_contrast``)."""
+    low, high = keras_contrast_range(factor)
+    x = unit_float(x)
+    n = x.shape[0]
+    f = torch.empty(n if per == "image" else 1, device=x.device).uniform_(low, high).expand(n)
+    return keras_adjust_contrast(x, f, value_range)
+
+
+def hsv_adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's ``tf.image.adjust_saturation`` on images in [0, 1]: in HSV, saturation times ``factor``
+    (one per image) clipped to [0, 1], hue and value kept. In closed form, with v the largest channel and m
+    the smallest: each channel c goes to ``v - (v - c) * min(factor, v / (v - m))``."""
+    v = x.amax(1, keepdim=True)
+    m = x.amin(1, keepdim=True)
+    span = v - m
+    ratio = torch.minimum(factor.view(-1, 1, 1, 1).to(x), v / span.clamp_min(1e-12))
+    return torch.where(span > 0, v - (v - x) * ratio, x).clamp_(min=0)  # saturation <= 1: no channel below 0
+
+
+def batch_hsv_saturation(
+    x: torch.Tensor, factor=(0.5, 2.0), per: Literal["image", "batch"] = "image"
+) -> torch.Tensor:
+    """HSV saturation scaled by a factor ~ U(low, high) drawn per image or once per batch (what
+    ``tf.image.stateless_random_saturation`` does with a batch); a number is one fixed factor."""
+    x = unit_float(x)
+    n = x.shape[0]
+    if isinstance(factor, (int, float)):
+        f = torch.full((n,), float(factor), device=x.device)
+    else:
+        f = torch.empty(n if per == "image" else 1, device=x.device).uniform_(
+            float(factor[0]), float(factor[1])
+        )
+        f = f.expand(n)
+    return hsv_adjust_saturation(x, f)
+
+
 # ---- the registry of named steps -----------------------------------------------------------------------
 
 
@@ -196,6 +366,8 @@ class Step:
     image: Callable[..., Callable] | None = None
     batched: Callable[..., Callable[[torch.Tensor], torch.Tensor]] | None = None
     batch_level: Callable[..., Callable] | None = None
+    float_out: bool = False  # hands on floats in [0, 1] (Keras/TF layers); batched only
+    indexed: bool = False  # needs each image's dataset index and the epoch (alternating_flip)
 
 
 def _shift_pixels(fraction: float | Sequence[float], size: tuple[int, int]) -> tuple[int, int]:
@@ -214,12 +386,15 @@ def _batched_shift(fraction=0.1, fill=0):
 
 
 def alternating_flip(x: torch.Tensor, index: torch.Tensor, epoch: int, seed: int = 0) -> torch.Tensor:
-    """Mirror image ``index[i]`` in epoch ``epoch`` when a fixed hash bit of (index, seed) differs from the epoch's
-    parity: each image is mirrored every other epoch, half of them starting at epoch 0."""
-    mixed = (
-        index.long() + seed * 40503
-    ) * 2654435761  # Knuth's multiplicative hash; any device, no generator
-    bit = ((mixed >> 15) & 1).bool()
+    """Mirror image ``index[i]`` in epoch ``epoch`` when its flip bit differs from the epoch's parity: each image
+    is mirrored every other epoch, a random half of them from epoch 0 (as airbench's loader pre-flips a random
+    half once per run). The bit is a hash of the index, ``seed`` and the run's seed (``torch.initial_seed()``, the
+    one the loaders' order comes from): new for every run, the same on every device and after a resume."""
+    run = (torch.initial_seed() + seed * 1_000_003) % 2**31
+    h = (index.long() + run * 40503) & 0xFFFFFFFF
+    for _ in range(2):  # a 32-bit integer hash (two multiply-xorshift rounds); int64 never overflows here
+        h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
+    bit = (((h >> 16) ^ h) & 1).bool()
     flip = bit ^ bool(epoch % 2)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
@@ -254,7 +429,7 @@ STEPS: dict[str, Step] = {
             lambda x: batch_crop(x, padding, padding_mode, fill)),
     ),
     "hflip": Step(image=lambda p=0.5: v2.RandomHorizontalFlip(p), batched=lambda p=0.5: (lambda x: batch_flip(x, p, 3))),
-    "alternating_flip": Step(batched=lambda seed=0: _Indexed(alternating_flip, seed=seed)),
+    "alternating_flip": Step(batched=lambda seed=0: _Indexed(alternating_flip, seed=seed), indexed=True),
     "vflip": Step(image=lambda p=0.5: v2.RandomVerticalFlip(p), batched=lambda p=0.5: (lambda x: batch_flip(x, p, 2))),
     "shift": Step(image=_image_shift, batched=_batched_shift),
     "cutout": Step(
@@ -262,6 +437,20 @@ STEPS: dict[str, Step] = {
         batched=lambda size=16, count=1, fill=0: (lambda x: batch_cutout(x, size, count, fill)),
     ),
     "rotation": Step(image=lambda degrees=15, fill=0: v2.RandomRotation(degrees, fill=fill)),
+    "keras_rotation": Step(
+        batched=lambda factor=0.05, fill_mode="reflect", interpolation="bilinear", fill_value=0.0: (
+            lambda x: batch_keras_rotation(x, factor, fill_mode, interpolation, fill_value)),
+        float_out=True,
+    ),
+    "keras_contrast": Step(
+        batched=lambda factor=(0.8, 1.2), value_range=(0, 255), per="image": (
+            lambda x: batch_keras_contrast(x, factor, value_range, per)),
+        float_out=True,
+    ),
+    "hsv_saturation": Step(
+        batched=lambda factor=(0.5, 2.0), per="image": (lambda x: batch_hsv_saturation(x, factor, per)),
+        float_out=True,
+    ),
     "channel_contrast": Step(
         image=lambda factor=(0.8, 1.2): ChannelContrast(_factor_range(factor)),
         batched=lambda factor=(0.8, 1.2): (lambda x: batch_channel_contrast(x, _factor_range(factor))),
@@ -347,6 +536,37 @@ def _check_params(name: str, params: dict[str, Any], side: int) -> None:
         num_or_pair("degrees", 0, 180, pair_lo=-180)
     elif name == "channel_contrast":
         num_or_pair("factor", 0, None)
+    elif name == "keras_rotation":
+        num_or_pair("factor", 0, 0.5, pair_lo=-0.5)
+        if "fill_mode" in params:
+            check_choice(f"{where}: fill_mode", params["fill_mode"], KerasFill)
+        if "interpolation" in params:
+            check_choice(f"{where}: interpolation", params["interpolation"], KerasInterpolation)
+        num("fill_value", None, None)
+    elif name == "keras_contrast":  # Keras' [lower, upper] (or f): factors in [1 - lower, 1 + upper]
+        factor = params.get("factor", (0.8, 1.2))
+        pair = list(factor) if isinstance(factor, (list, tuple)) else [factor, factor]
+        if len(pair) != 2:
+            raise BadValue(f"{where}: factor must be a number or Keras' [lower, upper], got {factor!r}")
+        check_number(
+            f"{where}: factor[0]", pair[0], 0, 1, hint="factors start at 1 - lower, which must be >= 0"
+        )
+        check_number(f"{where}: factor[1]", pair[1], 0, None, hint="factors end at 1 + upper")
+        value_range = params.get("value_range", (0, 255))
+        if not (
+            isinstance(value_range, (list, tuple))
+            and len(value_range) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
+            and math.isfinite(value_range[0])
+            and math.isfinite(value_range[1])
+            and value_range[0] < value_range[1]
+        ):
+            raise BadValue(f"{where}: value_range must be [low, high] with low < high, got {value_range!r}")
+    elif name == "hsv_saturation":
+        num_or_pair("factor", 0, None)
+    if name in ("hsv_saturation", "keras_contrast"):
+        if "per" in params:
+            check_choice(f"{where}: per", params["per"], ("image", "batch"))
     elif name == "color_jitter":
         for key in ("brightness", "contrast", "saturation"):
             num_or_pair(key, 0, None)
@@ -438,6 +658,15 @@ class Augmentation:
         batch_steps = [s for s in steps if STEPS[s["name"]].batch_level is not None]
         can_batch = all(_batchable(s) for s in image_steps)
         indexed = [s["name"] for s in image_steps if STEPS[s["name"]].image is None]
+        floats = [i for i, s in enumerate(image_steps) if STEPS[s["name"]].float_out]
+        after = (
+            [s["name"] for s in image_steps[floats[0] :] if not STEPS[s["name"]].float_out] if floats else []
+        )
+        if [a for a in after if a not in ("hflip", "vflip", "alternating_flip")]:
+            raise BadValue(
+                f"augment: {', '.join(after)} works on uint8 pixels and cannot follow "
+                f"{image_steps[floats[0]]['name']} (which hands on floats); put it first"
+            )
         if indexed and (not can_batch or on_device is False):
             why = (
                 "augment_on_device is false"
@@ -463,7 +692,7 @@ class Augmentation:
     @property
     def needs_index(self) -> bool:
         """Whether a step needs each image's dataset index and the epoch (``alternating_flip``)."""
-        return any(STEPS[s["name"]].image is None for s in self.image_steps)
+        return any(STEPS[s["name"]].indexed for s in self.image_steps)
 
     def on_batch(self) -> Callable[..., torch.Tensor] | None:
         """The batched uint8 transform for the device, ``apply(x, index=None, epoch=0)`` (None unless the pipeline

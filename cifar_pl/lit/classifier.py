@@ -16,13 +16,22 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..checks import check_choice, check_class_names, check_number
 from ..errors import BadValue, TrainingDiverged
-from ..models import create_model, get_cfg, load_weights, split_parameters
+from ..models import (
+    WeightInit,
+    create_model,
+    get_cfg,
+    init_weights,
+    load_weights,
+    norm_parameters,
+    split_parameters,
+)
 from .average import WeightAverage
+from .optim import KerasRMSprop
 from .schedule import LRMultiplier, PlannedLR, Scheduler, WarmupMode, milestone_factors
 from .tta import tta_logits
 
 STAGES = ("train", "val", "test")
-Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "rmsprop_keras"]
 KERAS_RMSPROP_EPS = 1e-7  # Keras' epsilon (torch's RMSprop default is 1e-8)
 TTA = Literal["none", "flip", "flip_translate"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -36,14 +45,16 @@ class ImageClassifier(pl.LightningModule):
         net_kwargs: extra arguments of that net's constructor.
         num_classes: classifier width; linked from ``data.num_classes`` by the CLI.
         class_names: names of the classes, kept in the checkpoint; linked from ``data.classes``.
-        optimizer: ``sgd``, ``adam``, ``adamw`` or ``rmsprop`` (as Keras runs it: ``rho`` 0.9, epsilon 1e-7, no
-            momentum, unless ``rmsprop_momentum`` says otherwise; the Keras default LR is 0.001).
+        optimizer: ``sgd``, ``adam``, ``adamw``, ``rmsprop`` (torch's: divides by ``sqrt(v) + 1e-8``) or
+            ``rmsprop_keras`` (Keras' RMSprop, the default optimiser of Keras' ``compile()``: divides by
+            ``sqrt(v + 1e-7)``, decoupled weight decay; Keras' default LR is 0.001).
         lr: peak learning rate (after warmup).
         momentum, nesterov: SGD only.
         betas: Adam/AdamW only.
         rho: RMSprop only: decay of the mean squared gradient (Keras' ``rho``, torch's ``alpha``).
         rmsprop_momentum: RMSprop only.
-        weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
+        weight_decay: L2 (SGD, Adam, RMSprop) or decoupled (AdamW, and ``rmsprop_keras`` as Keras decays:
+            ``w -= lr * weight_decay * w``) weight decay.
         no_decay_bn_bias: exempt BatchNorm weights and all biases (every 1-d parameter) from weight decay.
         body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
             pretrained body gently while a new head learns fast). Frozen parameters (``FreezeBackbone``) stay
@@ -62,8 +73,10 @@ class ImageClassifier(pl.LightningModule):
         cycle_momentum: one-cycle only: [low, high] momentum (Adam: beta1) cycled against the LR, high at both
             ends (torch's OneCycleLR uses [0.85, 0.95]); null keeps ``momentum`` fixed.
         label_smoothing: of the cross-entropy loss.
-        bias_lr_factor: LR of every 1-d parameter (BatchNorm shifts, biases) relative to ``lr``, with its weight
-            decay divided by the same factor so the decay per step stays the same (the speed recipes use 64).
+        bias_lr_factor: LR of the normalisation layers' parameters (BatchNorm scales and shifts) relative to
+            ``lr``, with their weight decay divided by the same factor so the decay per step stays the same (the
+            speed recipes use 64 for BatchNorm; airbench's other biases, the whitening conv's, stay in the base
+            group).
         ema_decay: keep an exponential moving average of the net's weights (and BN statistics), updated every
             ``ema_every`` steps with this decay, and validate, test and predict with it. None: no average.
         ema_ramp: the decay grows from 0 to ``ema_decay`` as (progress of the run) ** ``ema_ramp`` (0: constant;
@@ -75,6 +88,8 @@ class ImageClassifier(pl.LightningModule):
             one view (it runs every epoch and picks the best checkpoint; the test score is the TTA one).
         sync_every: the per-step checks that wait for the device (the non-finite loss check, the progress bar's
             step loss) every N steps (0: never), so a fast GPU loop does not stall on each step.
+        weight_init: ``default`` (the net's own start: torch's layer defaults) or ``keras`` (Glorot-uniform
+            kernels and zero biases in every conv and linear layer, as Keras' Conv2D/Dense start).
         init_from: start the net from this weights file (our checkpoint or a plain state dict).
         init_strict: with ``init_from``, require every name and shape to fit; if false, load what fits
             and list the rest.
@@ -117,6 +132,7 @@ class ImageClassifier(pl.LightningModule):
         ema_lookahead: bool = False,
         tta: TTA = "none",
         sync_every: int = 1,
+        weight_init: WeightInit = "default",
         init_from: str | None = None,
         init_strict: bool = True,
         channels_last: bool = False,
@@ -126,7 +142,7 @@ class ImageClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self._check_arguments()
-        self.net = create_model(net, num_classes=num_classes, **(net_kwargs or {}))
+        self.net = init_weights(create_model(net, num_classes=num_classes, **(net_kwargs or {})), weight_init)
         # a copy whose weights follow the net's; evaluation uses it
         self.ema: WeightAverage | None = WeightAverage(self.net) if ema_decay is not None else None
         self.class_names = list(class_names) if class_names is not None else None
@@ -163,6 +179,14 @@ class ImageClassifier(pl.LightningModule):
             if len(hp.class_names) != hp.num_classes:
                 raise BadValue(f"{len(hp.class_names)} class_names for num_classes={hp.num_classes}")
         check_choice("model.optimizer", hp.optimizer, Optimizer)
+        check_choice("model.weight_init", hp.weight_init, WeightInit)
+        weight_args = get_cfg(hp.net, hp.net_kwargs).weight_args or {}
+        loads = [k for k, off in weight_args.items() if (hp.net_kwargs or {}).get(k, off) != off]
+        if hp.weight_init != "default" and loads:
+            raise BadValue(
+                f"model.weight_init {hp.weight_init} would overwrite the weights that net_kwargs.{loads[0]} loads; "
+                f"drop one of them"
+            )
         check_choice("model.scheduler", hp.scheduler, Scheduler)
         check_choice("model.interval", hp.interval, ("step", "epoch"))
         check_choice("model.warmup_mode", hp.warmup_mode, WarmupMode)
@@ -347,18 +371,23 @@ class ImageClassifier(pl.LightningModule):
         else:
             body, head = split_parameters(self.net)
             parts = [("body", body, hp.lr * hp.body_lr_factor), ("classifier", head, hp.lr)]
-        split = hp.no_decay_bn_bias or hp.bias_lr_factor != 1
+        # Normalisation layers' parameters may learn faster (bias_lr_factor, with their decay coefficient divided
+        # by the same factor: the same decay per step), and 1-d parameters may be spared decay (no_decay_bn_bias).
+        fast_ids = {id(p) for p in norm_parameters(self.net)} if hp.bias_lr_factor != 1 else set()
         groups = []
         for name, ps, lr in parts:
-            if not split:
-                groups.append({"name": name, "params": ps, "lr": lr, "weight_decay": hp.weight_decay})
-                continue
-            vector_decay = 0.0 if hp.no_decay_bn_bias else hp.weight_decay / hp.bias_lr_factor
-            groups.append({"name": name, "params": [p for p in ps if p.ndim > 1], "lr": lr,
-                           "weight_decay": hp.weight_decay})  # fmt: skip
-            groups.append({"name": f"{name}_no_decay" if hp.no_decay_bn_bias else f"{name}_bias",
-                           "params": [p for p in ps if p.ndim <= 1], "lr": lr * hp.bias_lr_factor,
-                           "weight_decay": vector_decay})  # fmt: skip
+            for fast, spared, suffix in ((False, False, ""), (True, False, "_norm"), (False, True, "_no_decay"),
+                                         (True, True, "_norm_no_decay")):  # fmt: skip
+                chosen = [
+                    p
+                    for p in ps
+                    if (id(p) in fast_ids) == fast and (hp.no_decay_bn_bias and p.ndim <= 1) == spared
+                ]
+                factor = hp.bias_lr_factor if fast else 1.0
+                decay = 0.0 if spared else hp.weight_decay / factor
+                groups.append(
+                    {"name": name + suffix, "params": chosen, "lr": lr * factor, "weight_decay": decay}
+                )
         groups = [g for g in groups if g["params"]]
         if len(groups) == 1:  # one group logs its LR as plain `lr-SGD`
             del groups[0]["name"]
@@ -372,8 +401,10 @@ class ImageClassifier(pl.LightningModule):
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas))
         elif hp.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(
-                groups, lr=hp.lr, alpha=hp.rho, eps=KERAS_RMSPROP_EPS, momentum=hp.rmsprop_momentum
+            opt = torch.optim.RMSprop(groups, lr=hp.lr, alpha=hp.rho, momentum=hp.rmsprop_momentum)
+        elif hp.optimizer == "rmsprop_keras":
+            opt = KerasRMSprop(
+                groups, lr=hp.lr, rho=hp.rho, eps=KERAS_RMSPROP_EPS, momentum=hp.rmsprop_momentum
             )
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))

@@ -71,6 +71,14 @@ def split_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parame
     return [p for p in params if id(p) not in head], [p for p in params if id(p) in head]
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_parameters(net: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the net's normalisation layers (BatchNorm, GroupNorm, LayerNorm: scales and shifts)."""
+    return [p for m in net.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)]
+
+
 class GlobalAvgPoolHead(nn.Sequential):
     """Global average pooling, flatten, optional dropout: the head that makes a net CAM-ready."""
 

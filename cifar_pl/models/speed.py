@@ -84,6 +84,7 @@ class SpeedNet(ClassifierNet):
         w = [max(8, round(c * width)) for c in widths]
         whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
         whiten.weight.requires_grad_(not whitening)  # set from the data, never trained
+        nn.init.zeros_(whiten.bias)  # the recipe's bias starts at zero (it trains for the first epochs only)
         self.whitening = whitening
         self.register_buffer("whitened", torch.tensor(False))
         self.features = nn.Sequential(

@@ -19,21 +19,34 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
 import torch
 
 from ..checks import check_number
+from ..devices import parse_device
 from ..errors import BadValue, UserError, run_main
+from ..files import check_writable_folder, csv_cell, write_text_atomic
 from ..images import READ_ERRORS
 from ..inference import Predictor
 from .analysis import cam_ready, class_activation_map, evaluate, feature_map, per_class_table
 from .curves import curves_figure, read_scalars, save
 from .inspect import cam_figure, channels_figure, confusion_figure, mistakes_figure, report_figures
 
+MAX_SPLIT_BYTES = 2 << 30  # uint8 images a picture command holds at once
+
 
 def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
+    size = predictor.train_size
+    need = args.max_images * 3 * size * size
+    if need > MAX_SPLIT_BYTES:
+        most = max(1, MAX_SPLIT_BYTES // (3 * size * size))
+        raise BadValue(
+            f"--max-images {args.max_images} of {size}x{size} images would hold {need / 2**30:.1f} GB; give "
+            f"--max-images {most} or fewer"
+        )
     dm = predictor.checkpoint.build_datamodule(args.data_dir)
     dm.setup("fit" if args.split == "val" else "test")
     data = dm.val_set if args.split == "val" else dm.test_set
@@ -67,6 +80,11 @@ def cmd_cam(predictor: Predictor, args) -> list[Path]:
         )
     cls = predictor.classes.index(args.cls) if args.cls is not None else None
     cams, titles = [], []
+    if len(args.images) > args.n:
+        raise BadValue(
+            f"cam draws one panel per image and got {len(args.images)} files, more than --n {args.n}; pass at most "
+            f"--n files (--n goes up to 256)"
+        )
     if args.images:
         named = _files(predictor, args.images)
         images = [img for _, img in named]
@@ -116,12 +134,14 @@ def cmd_mistakes(predictor: Predictor, args) -> list[Path]:
 
 def _write_table(cm: torch.Tensor, classes: list[str], out: Path) -> Path:
     rows = per_class_table(cm, classes)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "per_class.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(
+        {k: csv_cell(v) for k, v in r.items()} for r in rows
+    )  # class names come from the checkpoint
+    write_text_atomic(path, text.getvalue())
     width = max(len(c) for c in classes)
     print(f"{'class':<{width}}  images  correct  accuracy  most confused with")
     for r in rows:
@@ -237,7 +257,9 @@ def run(argv: list[str] | None = None) -> list[Path]:
             check_number("--max-images", args.max_images, 1, integer=True)
             if args.command in ("mistakes", "confusion", "report") and args.images:
                 parser.error(f"{args.command} works on a labelled split; drop the image files")
-            predictor = Predictor.from_checkpoint(args.ckpt, args.device)
+            device = parse_device(args.device)
+            check_writable_folder(args.out, "--out")
+            predictor = Predictor.from_checkpoint(args.ckpt, device)
             paths = {"cam": cmd_cam, "channels": cmd_channels, "mistakes": cmd_mistakes,
                      "confusion": cmd_confusion, "report": cmd_report}[args.command](predictor, args)  # fmt: skip
     for p in paths:
