@@ -10,6 +10,22 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 
+class FileProxy:
+    """A file that passes everything to ``f``; subclasses change ``write`` (faults, signals) and count ``written``."""
+
+    def __init__(self, f):
+        self.f, self.written = f, 0
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+
 class PauseAt(pl.Callback):
     """At global step ``$PAUSE_AT_STEP``, write ``$PAUSE_MARKER`` and wait (up to 10 minutes), so the test can
     stop the process mid-epoch. Read from the environment, so the resumed run's configuration is the same as the
@@ -119,10 +135,7 @@ class SignalAt(pl.Callback):
         real, helper = files._open_temp, self
         self._restore.append((files, "_open_temp", real))
 
-        class Interrupted:
-            def __init__(self, f):
-                self.f, self.written = f, 0
-
+        class Interrupted(FileProxy):
             def write(self, data):
                 n = self.f.write(data)
                 self.written += len(data)
@@ -130,15 +143,6 @@ class SignalAt(pl.Callback):
                     self.f.flush()  # what was written is on disk when the signal lands
                     helper._send()
                 return n
-
-            def __getattr__(self, name):
-                return getattr(self.f, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return self.f.__exit__(*exc)
 
         def opening(folder, name):
             tmp, f = real(folder, name)

@@ -19,6 +19,7 @@ from cifar_pl import files
 from cifar_pl.checkpoints import AtomicCheckpointIO
 
 from .conftest import CONFIGS, REPO, largest_difference, run_cli, tmpfs_mount
+from .helpers import FileProxy
 
 
 def _ckpt(step: int, mb: float = 1.0) -> dict:
@@ -35,28 +36,20 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
 
 
-class _Failing:
+class _Failing(FileProxy):
     """A file that fails with ``error`` once ``at`` bytes have been written (the bytes before it are written)."""
 
     def __init__(self, f, at: int, error: OSError):
-        self.f, self.at, self.error, self.n = f, at, error, 0
+        super().__init__(f)
+        self.at, self.error = at, error
 
     def write(self, data):
         data = bytes(data)
-        if self.n + len(data) > self.at:
-            self.f.write(data[: self.at - self.n])
+        if self.written + len(data) > self.at:
+            self.f.write(data[: self.at - self.written])
             raise self.error
-        self.n += len(data)
+        self.written += len(data)
         return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.f.__exit__(*exc)
 
 
 def _fail_writes_at(monkeypatch, at: int, error: OSError) -> None:
