@@ -202,3 +202,45 @@ def test_curves_read_per_epoch_and_test_pictures_reach_tensorboard(trained):
         acc.Reload()
         tags |= set(acc.Tags()["images"])
     assert {"test/confusion", "test/mistakes", "test/cams", "test/channels"} <= tags
+
+
+def test_the_report_ranks_mistakes_by_the_test_pass_own_logits(trained, tmp_path):
+    """The test pass keeps its logits (with its TTA views), so the gallery needs no second pass over the test set:
+    they equal a fresh evaluation, and the report draws everything with the model's forward disabled."""
+    import pytorch_lightning as pl
+
+    from cifar_pl.callbacks import TestReport
+
+    _, ckpt, _ = trained
+    saved = read_checkpoint(ckpt)
+    model, dm = saved.build_model(), saved.build_datamodule()
+    model.hparams.tta = "flip"  # two views: the kept logits must be the views' mean, as the test scored them
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    trainer.test(model, datamodule=dm, verbose=False)
+    logits, labels = model.test_outputs
+    images = dm.test_set.take(slice(0, len(dm.test_set)))
+    assert torch.equal(labels, dm.test_set.labels)
+    fresh = evaluate(model.eval(), dm.normalize, images, dm.test_set.labels)
+    torch.testing.assert_close(logits.softmax(1), fresh.probs, atol=1e-5, rtol=1e-4)
+    assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(
+        trainer.callback_metrics["test_on_val/acc"].item()
+    )
+
+    figures = {}
+
+    class _Logger(pl.loggers.TensorBoardLogger):
+        @property
+        def experiment(self):
+            return type(
+                "W", (), {"add_figure": lambda _, tag, fig, global_step=0: figures.__setitem__(tag, fig)}
+            )()
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the report ran the model over the test set again")
+
+    model.forward = no_second_pass
+    fake = type("T", (), {"datamodule": dm, "loggers": [_Logger(str(tmp_path))], "sanity_checking": False,
+                          "global_step": 3})()  # fmt: skip
+    TestReport(n_cams=2, n_mistakes=4).on_test_end(fake, model)
+    assert {"test/confusion", "test/mistakes"} <= set(figures)

@@ -167,6 +167,9 @@ class ImageClassifier(pl.LightningModule):
         # Accumulated in test_step; computed (a collective under DDP) at the end of the test epoch for the report.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_matrix: torch.Tensor | None = None
+        #: (logits, labels) of the last test pass in the test set's order, one process only (else None)
+        self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._epoch_start: float | None = None
         self.best_val_acc: float | None = None  # TensorBoard's hp_metric; kept in checkpoints
 
@@ -334,15 +337,29 @@ class ImageClassifier(pl.LightningModule):
         on_val = bool(getattr(self.trainer.datamodule, "test_is_validation", False))
         self.test_metrics.prefix = "test_on_val/" if on_val else "test/"
         self._test_loss_key = "test_on_val/loss" if on_val else "test/loss"
+        # The test pass's own logits and labels (CPU, float32), kept for the gallery of mistakes, which would
+        # otherwise run the whole pass (with its TTA views) a second time. One process only: under DDP each
+        # rank sees a strided share, and the report runs its own pass.
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = (
+            [] if self.trainer.world_size == 1 else None
+        )
+        self.test_outputs = None
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self._shared_step(batch, "test", return_logits=True)
-        self.test_confusion.update(logits.detach(), y if y.dim() == 1 else y.argmax(dim=1))
+        hard = y if y.dim() == 1 else y.argmax(dim=1)
+        self.test_confusion.update(logits.detach(), hard)
+        if self._test_outputs is not None:
+            self._test_outputs.append((logits.detach().to("cpu", torch.float32), hard.detach().cpu()))
 
     def on_test_epoch_end(self) -> None:
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
+        if self._test_outputs:
+            logits, labels = zip(*self._test_outputs, strict=True)
+            self.test_outputs = (torch.cat(logits), torch.cat(labels))
+        self._test_outputs = None
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -68,6 +68,12 @@ class Evaluation:
     losses: torch.Tensor
     labels: torch.Tensor
 
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+        """From logits already computed (e.g. by the test pass), on the CPU."""
+        logits, labels = to_cpu(logits), labels.cpu().clone()
+        return cls(logits.softmax(1), F.cross_entropy(logits, labels, reduction="none"), labels)
+
     @property
     def preds(self) -> torch.Tensor:
         return self.probs.argmax(1)
@@ -96,13 +102,11 @@ def evaluate(
     batch_size: int = 256,
 ) -> Evaluation:
     """Run ``model`` (eval mode) over uint8 ``images`` on its own device, normalised by ``normalize``."""
-    probs, losses = [], []
-    for i in range(0, len(images), batch_size):
-        logits = to_cpu(model(prepare_images(images[i : i + batch_size], normalize, model)))
-        y = labels[i : i + batch_size].cpu()
-        probs.append(logits.softmax(1))
-        losses.append(F.cross_entropy(logits, y, reduction="none"))
-    return Evaluation(torch.cat(probs), torch.cat(losses), labels.cpu().clone())
+    logits = [
+        to_cpu(model(prepare_images(images[i : i + batch_size], normalize, model)))
+        for i in range(0, len(images), batch_size)
+    ]
+    return Evaluation.from_logits(torch.cat(logits), labels)
 
 
 def per_class_table(cm: torch.Tensor, classes: Sequence[str]) -> list[dict]:

@@ -7,27 +7,12 @@ from __future__ import annotations
 import torch
 from matplotlib.figure import Figure
 
-
-def show_image(ax, img: torch.Tensor, title: str | None = None) -> None:
-    ax.imshow(img.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+from .mosaic import mosaic_figure, to_rgb
 
 
 def samples_figure(images: torch.Tensor, labels: torch.Tensor, classes: list[str], cols: int = 8) -> Figure:
     """A grid of uint8 images (N x C x H x W) titled with their class names."""
-    rows = (len(images) + cols - 1) // cols
-    fig = Figure(figsize=(1.4 * cols, 1.55 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, y in zip(axes.flat, images, labels, strict=False):
-        ax.axis("on")
-        show_image(ax, img, classes[int(y)])
-    fig.tight_layout()
-    return fig
+    return mosaic_figure([to_rgb(img) for img in images], [classes[int(y)] for y in labels], cols)
 
 
 def augmentation_figure(
@@ -35,20 +20,15 @@ def augmentation_figure(
 ) -> Figure:
     """One row per image: the original, then its augmented draws (``draws``: N x D x C x H x W, uint8)."""
     n, d = draws.shape[:2]
-    fig = Figure(figsize=(1.3 * (d + 1), 1.4 * n))
-    axes = fig.subplots(n, d + 1, squeeze=False)
+    cells, titles = [], []
     for i in range(n):
-        show_image(
-            axes[i, 0],
-            originals[i],
-            f"{classes[int(labels[i])]}" if i else f"original\n{classes[int(labels[i])]}",
-        )
+        name = classes[int(labels[i])]
+        cells.append(to_rgb(originals[i]))
+        titles.append(f"original\n{name}" if i == 0 else name)
         for j in range(d):
-            show_image(axes[i, j + 1], draws[i, j], f"draw {j + 1}" if i == 0 else None)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+            cells.append(to_rgb(draws[i, j]))
+            titles.append(f"draw {j + 1}" if i == 0 else None)
+    return mosaic_figure(cells, titles, d + 1, cell_inches=(1.3, 1.5), suptitle=title)
 
 
 def preview_figures(datamodule, n_images: int = 8, draws: int = 6, seed: int = 0) -> dict[str, Figure]:

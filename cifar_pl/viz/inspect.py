@@ -7,66 +7,44 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .analysis import Evaluation, cam_ready, class_activation_map, evaluate, feature_map, upsample
-from .augment import show_image
+from .mosaic import colour_map, heat_overlay, mosaic_figure, to_rgb
 
 
-def _overlay(fig, ax, img: torch.Tensor, cam: torch.Tensor, title: str) -> None:
-    show_image(ax, img)
-    heat = upsample(cam, tuple(img.shape[1:])).cpu().numpy()
-    im = ax.imshow(heat, cmap="jet", alpha=0.45, interpolation="bilinear")
-    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    cbar.ax.tick_params(labelsize=6)
-    ax.set_title(title, fontsize=7)
+def _overlay(img: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
+    return heat_overlay(img, upsample(cam, tuple(img.shape[1:])))
 
 
 def cam_figure(
     images: torch.Tensor, cams: Sequence[torch.Tensor], titles: Sequence[str], cols: int = 4
 ) -> Figure:
-    """Each uint8 image with its CAM overlaid (jet colour map; the colour bar gives the map's values)."""
-    n = len(images)
-    rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(2.6 * cols, 2.5 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, cam, title in zip(axes.flat, images, cams, titles, strict=False):
-        ax.axis("on")
-        _overlay(fig, ax, img, cam, title)
-    fig.suptitle("class-activation maps (predicted class)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    """Each uint8 image with its CAM over it (inferno, in proportion to the map scaled to its own range: the
+    photo shows through where the map is low)."""
+    cells = [_overlay(img, cam) for img, cam in zip(images, cams, strict=True)]
+    return mosaic_figure(cells, list(titles), min(cols, max(1, len(cells))), cell_inches=(2.0, 2.3),
+                         suptitle="class-activation maps (predicted class; bright = high)")  # fmt: skip
 
 
 def channels_figure(image: torch.Tensor, feats: torch.Tensor, n: int = 16, title: str = "") -> Figure:
     """The image and the ``n`` most active channels of its last feature map (C x h x w), each in its own
     colour scale, titled with the channel index and mean activation."""
     order = feats.mean((1, 2)).argsort(descending=True)[:n]
-    cols = min(6, n + 1)
-    rows = (n + 1 + cols - 1) // cols
-    fig = Figure(figsize=(1.8 * cols, 1.9 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    axes.flat[0].axis("on")
-    show_image(axes.flat[0], image)
-    axes.flat[0].set_title("image", fontsize=7)
-    for ax, c in zip(list(axes.flat)[1:], order, strict=False):
-        ax.axis("on")
-        ax.imshow(feats[c].float().cpu().numpy(), cmap="viridis", interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"ch {int(c)} ({float(feats[c].mean()):.2f})", fontsize=7)
-    fig.suptitle(
-        title or f"{n} most active of {feats.shape[0]} channels ({feats.shape[1]}x{feats.shape[2]})",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return fig
+    size = tuple(image.shape[1:])
+    # each channel scaled up to the image's size without smoothing, so its own resolution stays visible
+    cells = [to_rgb(image)] + [
+        colour_map(
+            torch.nn.functional.interpolate(feats[c][None, None].float(), size=size, mode="nearest")[0, 0]
+        )
+        for c in order
+    ]
+    titles = ["image"] + [f"ch {int(c)} ({float(feats[c].mean()):.2f})" for c in order]
+    return mosaic_figure(cells, titles, min(6, n + 1), cell_inches=(1.8, 1.9), suptitle=title
+                         or f"{n} most active of {feats.shape[0]} channels ({feats.shape[1]}x{feats.shape[2]})")  # fmt: skip
 
 
 def mistakes_figure(
@@ -82,32 +60,24 @@ def mistakes_figure(
     """Misclassified images (highest loss, i.e. lowest probability of the true class, first) titled true class
     (its probability) / predicted class (confidence), each followed by its CAM for the predicted class when
     ``cams`` are given."""
-    per = 2 if cams is not None else 1
     n = len(images)
-    rows = max(1, (n * per + cols * per - 1) // (cols * per))
-    fig = Figure(figsize=(2.1 * cols * per, 2.3 * rows))
-    axes = fig.subplots(rows, cols * per, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    flat = list(axes.flat)
-    for i in range(n):
-        ax = flat[i * per]
-        ax.axis("on")
-        show_image(ax, images[i])
-        p_true = f" ({true_prob[i]:.2f})" if true_prob is not None else ""
-        ax.set_title(
-            f"true {classes[true[i]]}{p_true}\npred {classes[pred[i]]} ({conf[i]:.2f})",
-            fontsize=7,
-            color="firebrick",
-        )
-        if cams is not None:
-            flat[i * per + 1].axis("on")
-            _overlay(fig, flat[i * per + 1], images[i], cams[i], f"CAM: {classes[pred[i]]}")
     if n == 0:
-        flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle(f"{n} mistakes, highest loss first", fontsize=9)
-    fig.tight_layout()
-    return fig
+        fig = Figure(figsize=(4, 1.5))
+        fig.text(0.5, 0.5, "no mistakes", ha="center", va="center")
+        return fig
+    cells, titles, colors = [], [], []
+    for i in range(n):
+        p_true = f" ({true_prob[i]:.2f})" if true_prob is not None else ""
+        cells.append(to_rgb(images[i]))
+        titles.append(f"true {classes[true[i]]}{p_true}\npred {classes[pred[i]]} ({conf[i]:.2f})")
+        colors.append("firebrick")
+        if cams is not None:
+            cells.append(_overlay(images[i], cams[i]))
+            titles.append(f"CAM: {classes[pred[i]]}")
+            colors.append(None)
+    per = 2 if cams is not None else 1
+    return mosaic_figure(cells, titles, per * min(cols, n), cell_inches=(2.1, 2.3), colors=colors,
+                         suptitle=f"{n} mistakes, highest loss first")  # fmt: skip
 
 
 def confusion_figure(cm: torch.Tensor, classes: Sequence[str]) -> Figure:
@@ -152,13 +122,14 @@ def report_figures(
     n_mistakes: int = 16,
     n_channels: int = 16,
     confusion: torch.Tensor | None = None,
+    evaluation: Evaluation | None = None,
 ) -> tuple[dict[str, Figure], Evaluation]:
     """Every picture of a labelled set at once: ``confusion`` (of ``confusion`` when given, e.g. accumulated by
     torchmetrics during test), ``mistakes`` (with CAMs when the net has a GAP head), ``cams`` of the most
     confidently right images and ``channels`` of the first of them. Computed on the model's device."""
     from ..devices import prepare_images
 
-    ev = evaluate(model, normalize, images, labels)
+    ev = evaluation if evaluation is not None else evaluate(model, normalize, images, labels)
     cm = confusion.cpu() if confusion is not None else ev.confusion(len(classes))
     figs = {"confusion": confusion_figure(cm, classes)}
     wrong = ev.mistakes()[:n_mistakes]
