@@ -9,7 +9,7 @@ DATA ?= $(or $(CIFAR_PL_DATA),../shared/data)
 
 STAMP := $(VENV)/.cifar_pl-installed
 
-.PHONY: install quickstart transfer test test-all test-gpu lint format tensorboard clean
+.PHONY: install quickstart transfer test test-slow test-long test-all test-gpu lint format tensorboard clean
 
 # The stamp makes `make test` on a fresh clone install first, and skip pip when nothing changed.
 $(STAMP): pyproject.toml
@@ -28,13 +28,20 @@ PHOTOS ?= data/photos
 transfer: $(STAMP)
 	PY=$(PY) CIFAR_PL_DATA=$(DATA) bash scripts/transfer.sh $(PHOTOS) $(NAME)
 
-# Fast tests only (what CI runs); test-all adds the slow ones (real-data training runs); test-gpu is the GPU
-# tier (fit/test/report, bf16, channels_last, compile, predict/viz, resume, DDP on a CUDA device).
+# make test: the fast tier (a few minutes; what the README names); make test-slow: the tests that start training
+# processes of their own (kills, signals, DDP, sweeps, compile); CI runs both. make test-long: training runs of
+# minutes that check a result (by hand); make test-all: every CPU tier; make test-gpu: the GPU tier (fit/test/report,
+# bf16, channels_last, compile, predict/viz, resume, DDP on a CUDA device).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu"
+	$(PY) -m pytest -q -m "not slow and not long and not gpu"
 
-test-all: $(STAMP)
-	$(PY) -m pytest -q -m "not gpu"
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow and not long and not gpu"
+
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m "long and not gpu"
+
+test-all: test test-slow test-long
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu -rs

@@ -3,8 +3,8 @@ given epoch count and training-set size, with variants (ablations) run in altern
 
     python bench/speedrun.py --data ../shared/data                          # configs/speed/speednet_cpu.yaml
     python bench/speedrun.py --data ../shared/data --seeds 42 43 \\
-        --variant full= --variant no-tta="--model.tta none" \\
-        --variant no-ema="--model.ema_decay null --model.ema_lookahead false" \\
+        --variant full= --variant no-tta="--model.evaluation.tta none" \\
+        --variant no-ema="--model.average.decay null --model.average.lookahead false" \\
         --variant no-smoothing="--model.label_smoothing 0" \\
         --variant no-whitening="--model.net_kwargs.whitening false"
     python bench/speedrun.py --config configs/model_g.yaml --data ../shared/data --epochs 30

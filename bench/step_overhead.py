@@ -90,8 +90,7 @@ def framework(dm, a, device: torch.device, sync_every: int, progress: bool, log_
     import pytorch_lightning as pl
 
     torch.manual_seed(0)
-    model = ImageClassifier(net="speednet", net_kwargs={"width": a.width}, lr=0.1, momentum=0.85, nesterov=True,
-                            weight_decay=5e-3, label_smoothing=0.2, sync_every=sync_every)  # fmt: skip
+    model = ImageClassifier(net="speednet", net_kwargs={"width": a.width}, label_smoothing=0.2, optim={"lr": 0.1, "momentum": 0.85, "nesterov": True, "weight_decay": 5e-3}, runtime={"sync_every": sync_every})  # fmt: skip
     clock = _Clock(device).cb
     trainer = pl.Trainer(accelerator=a.accelerator, devices=1, precision=a.precision, max_steps=a.warmup + a.steps,
                          limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False,

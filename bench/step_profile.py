@@ -62,9 +62,7 @@ def preset_steps(a, steps: int, phases: Phases | None = None):
     dm = CIFAR10DataModule(a.data, val_size=0, batch_size=a.batch, stats="cifar10", resident=True, augment=AUGMENT,
                            drop_last=True)  # fmt: skip
     dm.setup("fit")
-    model = ImageClassifier(net="speednet", net_kwargs={"width": a.width}, lr=0.375, momentum=0.85, nesterov=True,
-                            weight_decay=1.33e-3, bias_lr_factor=64, label_smoothing=0.2, ema_decay=0.774,
-                            ema_every=5, sync_every=0, channels_last=a.channels_last)  # fmt: skip
+    model = ImageClassifier(net="speednet", net_kwargs={"width": a.width}, label_smoothing=0.2, optim={"lr": 0.375, "momentum": 0.85, "nesterov": True, "weight_decay": 1.33e-3, "bias_lr_factor": 64}, average={"decay": 0.774, "every": 5}, runtime={"sync_every": 0, "channels_last": a.channels_last})  # fmt: skip
     model.configure_model()
     from types import SimpleNamespace
 

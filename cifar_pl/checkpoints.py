@@ -1,11 +1,11 @@
-"""The one way from a file to objects, used by every entry point (the CLI's ``--ckpt_path``, ``init_from``,
+"""The one way from a file to objects, used by every entry point (the CLI's ``--ckpt_path``, ``init.weights``,
 predict, viz, sweeps).
 
 The trust model: a checkpoint is data. It is loaded with ``torch.load(weights_only=True)`` (tensors and plain
 containers; no object of the file's choosing is built), and whatever it names is looked up in this package's own
 tables: the net in the net registry, the DataModule in the DataModule registry, every argument against the
 signature of the class it is for. Nothing named in a file is imported or called, and arguments that would
-fetch weights (``init_from``, ``pretrained_path``, ``download``) are switched off, because the file carries its
+fetch weights (``init.weights``, ``pretrained_path``, ``download``) are switched off, because the file carries its
 own weights. An unknown name is a clear error naming the file and the key.
 """
 
@@ -13,84 +13,33 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
+from jsonargparse import ArgumentParser
 
-from .errors import BadFile, MissingFile, UserError
-from .files import atomic_write
+from .data import STATS, datamodule_class, resolve_stats
+from .errors import BadFile, UserError
+from .lit import ImageClassifier
+from .models import get_cfg, is_model
+from .renames import model_args as model_args_renamed
+from .renames import renamed
+from .weights_io import RUN_CONFIG_KEY, AtomicCheckpointIO, checkpoint_counters, load_file, read_state_dict
+
+__all__ = [  # the file-level readers and the writer live in weights_io (basics); re-exported for entry points
+    "AtomicCheckpointIO", "Checkpoint", "RUN_CONFIG_KEY", "checkpoint_counters", "load_file", "read_checkpoint",
+    "read_state_dict",
+]  # fmt: skip
 
 # DataModule arguments that name a place to write (the decoded-image cache): reset to the DataModule's own default
 # ($CIFAR_PL_CACHE) when a DataModule is rebuilt from a checkpoint. Folders it reads (data_dir, test_dir) are kept,
 # read-only, unless the command overrides them (viz --data-dir).
 WRITTEN_PATHS = ("cache_dir",)
 MODEL_CLASS_PATHS = ("cifar_pl.lit.ImageClassifier", "cifar_pl.lit.classifier.ImageClassifier")
-RUN_CONFIG_KEY = "RunConfig"  # the callback state that holds a run's whole configuration
-# Prefixes that wrappers add in front of a net's own parameter names: DataParallel/DDP ("module."),
-# our LightningModule ("net."), and many training scripts ("model.").
-_WRAPPER_PREFIXES = ("module.", "net.", "model.")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """The one checkpoint writer of every run: ``torch.save`` streamed into a temporary file in the checkpoint's
-    own folder, fsynced, renamed over the old file, the folder fsynced (``cifar_pl.files.atomic_write``). Lightning's
-    own writer goes through the system temp folder and a move, which across filesystems is a copy over the old
-    checkpoint: a SIGKILL or a full disk during it leaves ``last.ckpt`` truncated. Here the previous checkpoint
-    stays whole until the new one is complete. Remote paths (``s3://...``) are left to Lightning."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_write(path, lambda f: torch.save(checkpoint, f),
-                     hint="or move lightning_logs to a larger disk; then resume with --ckpt_path last")  # fmt: skip
-        return None
-
-
-def load_file(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a missing or foreign file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingFile(f"{what} '{path}' does not exist; check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as e:  # torch.load raises many types on garbage (UnpicklingError, KeyError, RuntimeError, ...)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise BadFile(
-            f"'{path}' is not a readable PyTorch weights file or checkpoint ({first}). Only tensors and plain "
-            f"values are loaded; if it is a file you trust that needs full unpickling, convert it once with "
-            f"torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pt')"
-        ) from None
-
-
-def checkpoint_counters(path: str | Path) -> dict[str, int] | None:
-    """The epoch and global step a checkpoint holds (its tensors are mapped, not read), or None if unreadable."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-        return {"epoch": int(ckpt["epoch"]), "global_step": int(ckpt["global_step"])}
-    except Exception:  # a missing or foreign file: the caller says nothing was saved
-        return None
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file (a Lightning checkpoint, a ``{'state_dict': ...}`` dict or a bare state dict)
-    with wrapper prefixes (``module.``, ``net.``, ``model.``) removed: what ``init_from`` loads."""
-    obj = load_file(path, "weights file")
-    sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
-    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise BadFile(f"'{path}' holds no state dict (a mapping of names to tensors)")
-    sd = dict(sd)
-    if isinstance(obj, Mapping) and "pytorch-lightning_version" in obj:
-        sd = {k: v for k, v in sd.items() if k.startswith("net.")} or sd  # our nets live in `net`
-    for prefix in _WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
 
 
 def _is_plain(value: Any) -> bool:
@@ -109,11 +58,10 @@ def _is_plain(value: Any) -> bool:
 def init_arguments(cls: type) -> frozenset[str]:
     """The arguments ``cls(...)`` accepts, resolved through ``**kwargs`` passed to parents the way the CLI
     resolves them (jsonargparse), so arguments a subclass fixes itself are not among them."""
-    from jsonargparse import ArgumentParser
-
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "init", fail_untyped=False)
-    return frozenset(parser.get_defaults().init.keys())
+    # a group of options (a dataclass, e.g. ImageClassifier's optim) shows as its dotted keys: keep its name
+    return frozenset(k.split(".")[0] for k in parser.get_defaults().init.keys())
 
 
 def _checked_args(source: str, key: str, args: Mapping[str, Any], cls: type) -> dict[str, Any]:
@@ -167,10 +115,10 @@ class Checkpoint:
 
     def build_model(self, device: str | torch.device = "cpu"):
         """The ImageClassifier with the checkpoint's weights, in eval mode on ``device``."""
-        from .lit import ImageClassifier
-
         try:
-            model = ImageClassifier(**{**self.model_args, "compile": False})
+            runtime = self.model_args.get("runtime")
+            runtime = {**(runtime if isinstance(runtime, Mapping) else {}), "compile": False}
+            model = ImageClassifier(**{**self.model_args, "runtime": runtime})
         except UserError as e:
             raise BadFile(f"{self.path}: its model arguments are refused: {e}") from None
         try:
@@ -200,9 +148,6 @@ class Checkpoint:
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The mean/std the model was trained with: the DataModule's saved state, else what its arguments name,
         else what the net's own config says, else CIFAR-10's (with a warning)."""
-        from .data import resolve_stats
-        from .models import get_cfg
-
         mean, std = _triple(self.datamodule_state.get("mean")), _triple(self.datamodule_state.get("std"))
         if mean and std and min(std) > 0:
             return mean, std
@@ -215,18 +160,15 @@ class Checkpoint:
         cfg = get_cfg(self.net, self.model_args.get("net_kwargs"))
         if cfg.mean is not None and cfg.std is not None:
             return cfg.mean, cfg.std
-        import warnings
-
-        from .data import STATS
 
         warnings.warn(f"{self.path} records no input normalisation; using CIFAR-10's", stacklevel=2)
         return STATS["cifar10"]
 
     def image_size(self) -> int:
-        """The side of the images the model was trained on."""
-        from .models import get_cfg
-
+        """The side of the images the model was trained on: the model's own field (checkpoints since 2026-12);
+        for older ones, what the DataModule kept, its arguments, its class default, or the net's design size."""
         for value in (
+            self.model_args.get("image_size"),
             self.datamodule_state.get("image_size"),
             self.datamodule_args.get("image_size"),
             getattr(self.datamodule_class, "image_size", None) if self.datamodule_class else None,
@@ -238,10 +180,6 @@ class Checkpoint:
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """A Lightning checkpoint written by cifar_pl, checked as the module docstring says."""
-    from .data import datamodule_class
-    from .lit import ImageClassifier
-    from .models import get_cfg, is_model
-
     path = Path(path).expanduser()
     ckpt = load_file(path)
     source = str(path)
@@ -252,7 +190,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     ):
         raise BadFile(
             f"'{path}' is not a cifar_pl Lightning checkpoint (no state_dict/hyper_parameters); for a plain "
-            f"weights file use model.init_from in a config"
+            f"weights file use model.init.weights in a config"
         )
     state_dict = dict(ckpt["state_dict"])
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
@@ -273,7 +211,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"{source}: hyper_parameters._class_path is {model_path!r}, not cifar_pl's ImageClassifier; nothing "
             f"named in a checkpoint is imported"
         )
-    model_args = _checked_args(source, "hyper_parameters", hp, ImageClassifier)
+    model_args = _checked_args(source, "hyper_parameters", model_args_renamed(hp), ImageClassifier)
     net = model_args.get("net", "model_g")
     if not isinstance(net, str) or not is_model(net):
         raise BadFile(
@@ -285,7 +223,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     # The file carries its own weights: nothing it says may fetch others (a path, a download).
     weight_args = get_cfg(net, net_kwargs).weight_args or {}
     model_args["net_kwargs"] = {**net_kwargs, **{k: v for k, v in weight_args.items() if k in net_kwargs}}
-    model_args["init_from"] = None
+    init = model_args.get("init")
+    model_args["init"] = {**(init if isinstance(init, Mapping) else {}), "weights": None}
 
     dm_hp = ckpt.get("datamodule_hyper_parameters") or {}
     dm_cls, dm_args, dm_state = None, {}, {}
@@ -312,5 +251,5 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise BadFile(f"{source}: epoch/global_step are not counts ({counters})")
     return Checkpoint(
         path, state_dict, model_args, dm_cls, dm_args, dm_state, counters["epoch"], counters["global_step"],
-        counters["epochs_done"], dict(config) if config else None, dict(stage) if _is_plain(dict(stage)) else {},
+        counters["epochs_done"], renamed(dict(config)) if config else None, dict(stage) if _is_plain(dict(stage)) else {},
     )  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import warnings
 from argparse import ArgumentError
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from . import data as _data  # noqa: F401  (DataModules must be imported to be found by short name)
 from . import safe_yaml
-from .callbacks import DataPreview, GracefulStop, RNGState, RunConfig, StageStart, TestReport
+from .callbacks import DataPreview, EndOfTestReport, GracefulStop, RNGState, RunConfig, StageStart
 from .checkpoints import AtomicCheckpointIO, Checkpoint, checkpoint_counters, read_checkpoint
 from .data import list_datamodules
 from .data.identity import IDENTITY_KEY
@@ -28,6 +30,8 @@ from .data.identity import differences as data_differences
 from .errors import BadValue
 from .files import check_writable_folder
 from .lit import ImageClassifier
+from .models import load_weights
+from .renames import command_line, renamed
 from .runs import (
     LOG_ROOT,
     check_name,
@@ -38,13 +42,14 @@ from .runs import (
     run_dir_of,
     update_record,
     version_number,
-    write_json_atomic,
+    write_stage,
 )
 from .stages import Continuation, plan_continuation
 
-# Configs and values given as YAML are read with a bound on alias expansion (cifar_pl.safe_yaml).
-jsonargparse.set_loader("yaml", safe_yaml.bounded_loader(jsonargparse.get_loader("yaml")),
-                        exceptions=(yaml.YAMLError,))  # fmt: skip
+# Configs and values given as YAML are read with a bound on alias expansion (cifar_pl.safe_yaml), and with old
+# names replaced by new ones (cifar_pl.renames).
+_bounded = safe_yaml.bounded_loader(jsonargparse.get_loader("yaml"))
+jsonargparse.set_loader("yaml", lambda text: renamed(_bounded(text)), exceptions=(yaml.YAMLError,))
 
 EVALUATING = ("validate", "test", "predict")
 # What a stop (or a failure) wrote into run.json; a run that starts again (a resume) clears it.
@@ -102,7 +107,7 @@ class CifarCLI(LightningCLI):
       link). ``fit`` resumes exactly or starts a new stage (``cifar_pl.stages``); validate/test/predict score the
       checkpoint's own net and refuse to score a net with no trained weights;
     * after ``fit``, ``lightning_logs/<experiment>/best.ckpt`` links to the best checkpoint of the newest run;
-    * a rich progress bar, a LearningRateMonitor, the DataPreview and the TestReport are added unless the
+    * a rich progress bar, a LearningRateMonitor, the DataPreview and the EndOfTestReport are added unless the
       config turns them off (no logger: no LR monitor and no pictures); SIGTERM/SIGINT end training with
       last.ckpt written and exit 128 + signal (``GracefulStop``).
     """
@@ -135,6 +140,7 @@ class CifarCLI(LightningCLI):
                                  "added or removed, another split): a new stage, explicitly")  # fmt: skip
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # Since Lightning 2.6, save_last only rewrites last.ckpt when a top-k checkpoint is saved in the same
         # step, so a run whose val/acc stopped improving would resume from a stale epoch. A second callback
@@ -155,8 +161,13 @@ class CifarCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         # config files first, through the bounded reader: a malformed one is named with its line
         safe_yaml.check_config_files(config_files(args))
+        given = sys.argv[1:] if args is None else list(args)
+        mapped = command_line(given)  # flat model keys of before the grouping, said and mapped
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():
+                # the command line, mapped: LightningCLI would warn that args and sys.argv both exist
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                super().parse_arguments(parser, mapped if mapped != given or args is not None else args)
         except ArgumentError as e:
             raise BadValue(_class_path_error(str(e)) or parse_error_line(str(e))) from None
         # checked here: LightningCLI seeds everything before the classes are built
@@ -190,7 +201,7 @@ class CifarCLI(LightningCLI):
             raise BadValue(
                 "weights_only: false would let a checkpoint run code when it is loaded; cifar_pl loads checkpoints "
                 "as tensors and plain values only. Convert a file you trust once with torch.save(torch.load(f, "
-                "weights_only=False)['state_dict'], 'clean.pt') and start from it with model.init_from"
+                "weights_only=False)['state_dict'], 'clean.pt') and start from it with model.init.weights"
             )
         self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False))
         version = None
@@ -221,9 +232,10 @@ class CifarCLI(LightningCLI):
                 f"trainer.max_steps {max_steps} trains nothing; give a number of steps >= 1, or -1"
             )
         epochs = max_epochs if max_epochs not in (None, -1) else None
-        if epochs is not None and (max_steps in (None, -1)) and cfg.model.warmup_epochs >= epochs:
+        warmup = cfg.model.schedule.warmup_epochs
+        if epochs is not None and (max_steps in (None, -1)) and warmup >= epochs:
             raise BadValue(
-                f"model.warmup_epochs {cfg.model.warmup_epochs} is as long as the run (trainer.max_epochs {epochs}); "
+                f"model.schedule.warmup_epochs {warmup} is as long as the run (trainer.max_epochs {epochs}); "
                 f"shorten the warmup or train longer"
             )
 
@@ -259,9 +271,9 @@ class CifarCLI(LightningCLI):
             self.save_config_kwargs = {**self.save_config_kwargs,
                                        "config_filename": next_free(run_dir, "config_resume")}  # fmt: skip
             return version_number(run_dir)
-        if cfg.model.init_from:
+        if cfg.model.init.weights:
             raise BadValue(
-                "give either --ckpt_path (a new stage from that checkpoint's weights) or model.init_from, not both"
+                "give either --ckpt_path (a new stage from that checkpoint's weights) or model.init.weights, not both"
             )
         max_epochs = cfg.trainer.max_epochs
         if plan.start_epoch and max_epochs not in (None, -1) and max_epochs <= plan.start_epoch:
@@ -273,20 +285,20 @@ class CifarCLI(LightningCLI):
         if (
             plan.start_epoch
             and max_epochs not in (None, -1)
-            and cfg.model.warmup_epochs >= max_epochs - plan.start_epoch
+            and cfg.model.schedule.warmup_epochs >= max_epochs - plan.start_epoch
         ):
             raise BadValue(
-                f"model.warmup_epochs {cfg.model.warmup_epochs} is as long as the stage "
+                f"model.schedule.warmup_epochs {cfg.model.schedule.warmup_epochs} is as long as the stage "
                 f"({max_epochs - plan.start_epoch} epochs); shorten the warmup or train longer"
             )
         return None
 
     def _evaluate_from_checkpoint(self, cfg: Namespace, sub: str) -> None:
         if not cfg.get("ckpt_path"):
-            if not cfg.model.init_from:
+            if not cfg.model.init.weights:
                 raise BadValue(
                     f"{sub} scores trained weights: pass --ckpt_path (a checkpoint, last or best) or "
-                    f"--model.init_from; without either it would score a net with random weights"
+                    f"--model.init.weights; without either it would score a net with random weights"
                 )
             return
         path = resolve_ckpt_path(str(cfg.ckpt_path), cfg.experiment)
@@ -298,7 +310,7 @@ class CifarCLI(LightningCLI):
             rank_zero_info(f"{sub}: using the checkpoint's net {ckpt.net} (the config names {cfg.model.net})")
         cfg.model.net = ckpt.net
         cfg.model.net_kwargs = ckpt.model_args.get("net_kwargs") or None
-        cfg.model.init_from = None
+        cfg.model.init.weights = None
 
     # ---- after everything is built: checks that need the objects ----
     def after_instantiate_classes(self) -> None:
@@ -367,7 +379,7 @@ class CifarCLI(LightningCLI):
         if config.get("logger") is not False:
             for cls, args in (
                 (DataPreview, {}),
-                (TestReport, {}),
+                (EndOfTestReport, {}),
                 (LearningRateMonitor, {"logging_interval": "step"}),
             ):
                 if not any(isinstance(c, cls) for c in given):
@@ -416,13 +428,7 @@ class CifarCLI(LightningCLI):
                      ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None),
                      config=self._config_view, _drop=STOP_FIELDS)  # fmt: skip
         if self._run_dir is not None and plan is not None and plan.kind == "stage":
-            parent = plan.checkpoint.path.resolve()  # best.ckpt is a link: its target names the parent's run
-            write_json_atomic(self._run_dir / "stage.json", {
-                "parent": str(plan.checkpoint.path),
-                "parent_run": str(parent.parent.parent) if parent.parent.name == "checkpoints" else None,
-                "start_epoch": plan.start_epoch, "start_step": plan.start_step,
-                "changes": [{"key": k, "from": a, "to": b} for k, a, b in plan.changes],
-            })  # fmt: skip
+            write_stage(self._run_dir, plan.checkpoint.path, plan.start_epoch, plan.start_step, plan.changes)
         try:
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs))
         except SystemExit as e:  # a signal (GracefulStop set the code), or Lightning's own exit
@@ -512,11 +518,9 @@ class CifarCLI(LightningCLI):
         )
 
     def _start_stage(self, model: ImageClassifier, plan: Continuation) -> None:
-        from .models import load_weights
-
         ckpt = plan.checkpoint
         weights = {k[4:]: v for k, v in ckpt.state_dict.items() if k.startswith("net.")}
-        report = load_weights(model.net, ckpt.path, strict=model.hparams.init_strict, state_dict=weights)
+        report = load_weights(model.net, ckpt.path, strict=model.init.strict, state_dict=weights)
         for key in report.skipped:
             rank_zero_warn(f"new stage: skipped {key}")
         model.stage = {

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from .errors import BadValue
+
 
 def parse_device(name: str, flag: str = "--device") -> torch.device:
     """A device named on the command line (``cpu``, ``cuda``, ``cuda:1``, ``mps``) that exists here; one line
     naming ``flag`` otherwise, before a checkpoint is read."""
-    from .errors import BadValue
-
     try:
         device = torch.device(str(name))
     except (RuntimeError, TypeError, ValueError):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import UserError, error_in
+from .errors import BadValue, UserError, error_in
 
 _TMP = ".tmp-"  # .<name>.tmp-<host>-<pid>-<random>
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -128,8 +128,6 @@ def check_writable_folder(folder: str | Path, what: str) -> Path:
     """``folder`` can take new files, or be made: its nearest existing ancestor is a folder in which a file can be
     created (probed by creating and removing one, since permission bits say nothing for root, read-only mounts or
     immutable folders). Nothing is left behind; one ``UserError`` line naming ``what`` if not."""
-    from .errors import BadValue
-
     folder = Path(folder)
     existing = folder
     while not os.path.lexists(existing) and existing != existing.parent:

@@ -1,6 +1,8 @@
-"""Where runs live: ``lightning_logs/<experiment>/version_N/`` with ``checkpoints/last.ckpt``, the best checkpoint,
-``config.yaml`` and ``run.json`` (the run's own record of how it ended), plus ``<experiment>/best.ckpt``, a link
-to the newest run's best checkpoint.
+"""Where runs live, and every file format of a run folder: ``lightning_logs/<experiment>/version_N/`` with
+``checkpoints/last.ckpt``, the best checkpoint, ``config.yaml``, ``run.json`` (the run's own record of how it
+ended), ``stage.json`` (a stage's parent run and what changed) and ``activation_stats.json`` (ActivationStats'
+history), plus ``<experiment>/best.ckpt``, a link to the newest run's best checkpoint. Each file is written and
+read here only.
 
 Experiment and sweep names are relative names below the log root (letters, digits and ``._,=+-``, parts joined
 by ``/``): nothing a name says can put a run outside ``lightning_logs``.
@@ -16,11 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BadValue, MissingFile
+from .errors import BadFile, BadValue, MissingFile
 from .files import write_text_atomic
 
 LOG_ROOT = "lightning_logs"
 RECORD = "run.json"
+STAGE = "stage.json"
+ACTIVATION_STATS = "activation_stats.json"
+ACTIVATION_FIELDS = ("step", "mean", "std", "p15", "p50", "p85")  # one row per record, per layer
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,=+-]*")
 MAX_PART = 120  # characters in one folder name (filesystems take 255 bytes; a sweep adds ",seed=N" and more)
 
@@ -159,9 +164,67 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """Whether the run says it ended well: every epoch trained (or stopped early by a callback), the test written."""
+    """Whether the run says it ended well: every epoch trained (or stopped early by a callback), the test written
+    (scripts/transfer.sh picks the CIFAR model by it)."""
     record = read_record(run_dir)
     return bool(record) and record.get("status") == "complete"
+
+
+def write_stage(run_dir: Path, parent_ckpt: Path, start_epoch: int, start_step: int,
+                changes: Sequence[tuple[str, Any, Any]]) -> None:  # fmt: skip
+    """``stage.json`` of a run started as a new stage from ``parent_ckpt``. The parent's run folder is stored
+    relative to this run's folder, so the link survives moving or copying ``lightning_logs/`` as a whole."""
+    parent = Path(parent_ckpt).resolve()  # best.ckpt is a link: its target names the parent's run
+    parent_run = parent.parent.parent if parent.parent.name == "checkpoints" else None
+    write_json_atomic(Path(run_dir) / STAGE, {
+        "parent": str(parent_ckpt),
+        "parent_run": os.path.relpath(parent_run, Path(run_dir).resolve()) if parent_run else None,
+        "start_epoch": start_epoch, "start_step": start_step,
+        "changes": [{"key": k, "from": a, "to": b} for k, a, b in changes],
+    })  # fmt: skip
+
+
+def stage_parent(run_dir: Path) -> Path | None:
+    """The run folder a stage started from (``stage.json``), or None (not a stage, or unreadable). Stage files
+    written before 2026-12 hold an absolute path; later ones a path relative to the run's folder."""
+    try:
+        data = json.loads((Path(run_dir) / STAGE).read_text())
+    except (OSError, ValueError):
+        return None
+    parent = data.get("parent_run") if isinstance(data, dict) else None
+    if not isinstance(parent, str) or not parent:
+        return None
+    path = Path(parent)
+    return (path if path.is_absolute() else Path(run_dir) / path).resolve()
+
+
+def write_activation_stats(run_dir: Path, history: dict[str, list[list[float]]]) -> None:
+    """ActivationStats' history beside the run's logs: per layer, one row of ``ACTIVATION_FIELDS`` per record."""
+    write_json_atomic(
+        Path(run_dir) / ACTIVATION_STATS, {"fields": list(ACTIVATION_FIELDS), "layers": history}
+    )
+
+
+def read_activation_stats(run: Path) -> dict[str, list[list[float]]]:
+    """The activation history of a run folder (``lightning_logs/<experiment>`` or one ``version_N`` of it: the
+    newest version that has one)."""
+    run = Path(run)
+    candidates = [run / ACTIVATION_STATS] + [v / ACTIVATION_STATS for v in reversed(version_dirs(run))]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise MissingFile(f"no {ACTIVATION_STATS} in '{run}' or its version_N folders; train with the ActivationStats "
+                          f"callback (trainer.callbacks: [{{class_path: cifar_pl.callbacks.ActivationStats}}])")  # fmt: skip
+    try:
+        data = json.loads(path.read_text())
+        layers = data["layers"]
+        if data.get("fields") != list(ACTIVATION_FIELDS) or not isinstance(layers, dict):
+            raise ValueError("unexpected layout")
+        n = len(ACTIVATION_FIELDS)
+        return {
+            str(k): [[float(x) for x in row] for row in rows if len(row) == n] for k, rows in layers.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadFile(f"'{path}' is not an activation history written by ActivationStats ({e})") from None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -13,12 +13,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from .checkpoints import Checkpoint
+from .data.base import InMemoryImageDataModule
+from .lit import ImageClassifier
+from .lit.options import resume_neutral_keys
+from .renames import renamed
 
 # Values that can differ between a run and its exact resume: they say where things are and how the run is
 # watched, not what is trained.
@@ -30,12 +36,11 @@ RESUME_NEUTRAL = (
     "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.num_sanity_val_steps",
     "data.init_args.data_dir", "data.init_args.test_dir", "data.init_args.num_workers", "data.init_args.pin_memory",
     "data.init_args.eval_batch_size", "data.init_args.download", "data.init_args.resident",
-    "model.sync_every", "model.compile", "model.compile_mode", "model.channels_last", "model.init_from", "model.init_strict",
-    "model.weight_init",
     "checkpoint", "last_checkpoint",
+    *resume_neutral_keys(),  # each option group says which of its fields these are (cifar_pl.lit.options)
 )  # fmt: skip
 # Linked from the data at instantiation; compared through the data.
-_LINKED = ("model.num_classes", "model.class_names")
+_LINKED = ("model.num_classes", "model.class_names", "model.image_size")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -66,15 +71,15 @@ def _as_config(ckpt: Checkpoint) -> dict[str, Any]:
 def _defaults() -> dict[str, Any]:
     """The default of every model and (base) DataModule argument, as dotted config keys: a checkpoint written
     before an argument existed trained with its default, so a config that holds the default changes nothing."""
-    import inspect
-
-    from .data.base import InMemoryImageDataModule
-    from .lit import ImageClassifier
-
     out: dict[str, Any] = {}
     for prefix, cls in (("model.", ImageClassifier), ("data.init_args.", InMemoryImageDataModule)):
         for name, param in inspect.signature(cls.__init__).parameters.items():
-            if param.default is not inspect.Parameter.empty:
+            if param.default is inspect.Parameter.empty:
+                continue
+            if dataclasses.is_dataclass(param.default):  # a group of options: each field's default
+                for key, value in param.default.plain().items():
+                    out[f"{prefix}{name}.{key}"] = value
+            else:
                 out[prefix + name] = param.default
     return out
 
@@ -83,7 +88,7 @@ def differences(
     old: Mapping[str, Any], new: Mapping[str, Any], only_common: bool = False
 ) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every training-relevant value that differs, sorted by key."""
-    a, b = flatten(old), flatten(new)
+    a, b = flatten(renamed(old)), flatten(renamed(new))  # keys of before a rename compare as the new ones
     keys = (a.keys() & b.keys()) if only_common else (a.keys() | b.keys())
     missing = object()
     defaults = _defaults()

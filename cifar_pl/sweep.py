@@ -202,7 +202,7 @@ def configuration_of(args: list[str]) -> dict[str, Any]:
     """What ``fit`` with ``args`` would run, as its plain configuration, after parsing the arguments and building
     the model, the DataModule and the callbacks as ``fit`` would (no data is read, no trainer made, nothing
     written): a bad value raises the one-line error ``fit`` would give."""
-    from .cli import CifarCLI
+    from .cli import CifarCLI  # deferred: Lightning and the CLI (3 s), only when a sweep's runs are checked
 
     class _Check(CifarCLI):
         def instantiate_trainer(self, **kwargs):
@@ -255,7 +255,7 @@ def recorded_configuration(run_dir: Path) -> dict[str, Any] | None:
     last = latest_last_checkpoint(run_dir)
     if last is None:
         return None
-    from .checkpoints import read_checkpoint
+    from .checkpoints import read_checkpoint  # deferred: Lightning, only for a run that has a checkpoint
 
     try:
         return read_checkpoint(last).config
@@ -266,7 +266,7 @@ def recorded_configuration(run_dir: Path) -> dict[str, Any] | None:
 def changes_since(old: dict[str, Any], new: dict[str, Any], complete: bool) -> list[tuple[str, Any, Any]]:
     """What differs between a run's recorded configuration and the one the sweep would run: what makes a resume a
     new stage, and for a finished run also what decides its results (epochs, the test)."""
-    from .stages import _canon, differences, flatten
+    from .stages import _canon, differences, flatten  # deferred: stages imports Lightning (3 s)
 
     out = differences(old, new)
     if complete:
@@ -316,7 +316,7 @@ def check_sweep(
     ``trainer.max_epochs``: it trains on from its last checkpoint) or ``again`` (anything else changed: trained
     again from scratch, in a new version folder, only with ``rerun_changed``; without it they are refused in one
     line that names them and what changed)."""
-    from .stages import describe
+    from .stages import describe  # deferred: stages imports Lightning (3 s)
 
     names = [n for n in spec["runs"] if not only or n in only]
     views = check_runs(spec, names, extra)
@@ -412,7 +412,7 @@ def run_sweep(
 
 def final_values(run_dir: Path) -> dict[str, Any]:
     """The last logged value of each epoch-level metric of a run, and its number of epochs."""
-    from .viz.curves import read_scalars
+    from .viz.curves import read_scalars  # deferred: matplotlib, only when results are read
 
     scalars = read_scalars(run_dir)
     out: dict[str, Any] = {
@@ -495,7 +495,7 @@ def summary_lines(groups: dict[str, list[dict[str, list[tuple[int, float]]]]], r
 def plot_sweep(spec: dict[str, Any], log_root: Path = Path(LOG_ROOT)) -> list[Path]:
     """The comparison charts, the final-value bars and ``summary.md`` of a sweep's runs that have logs; with
     repeats, per group: mean curves with a ±1 std band, bars with std error bars, mean ± std in the table."""
-    from .viz.curves import compare_figure, final_bars_figure, read_scalars, save
+    from .viz.curves import compare_figure, final_bars_figure, read_scalars, save  # deferred: matplotlib
 
     sweep_dir = log_root / spec["sweep"]
     groups: dict[str, list[dict[str, list[tuple[int, float]]]]] = {}

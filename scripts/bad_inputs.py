@@ -1,4 +1,4 @@
-"""Try every bad input of the hostile-input table (tests/hostile.py, the same cases the tests assert) and print
+"""Try every bad input of the hostile-input table (tests/helpers/hostile.py, the same cases the tests assert) and print
 the exit code and the line the user reads for each, as a Markdown table for docs/reliability.md.
 
     .venv/bin/python scripts/bad_inputs.py
@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.hostile import CASES, build_sandbox, error_line, run_case  # noqa: E402
+from tests.helpers.hostile import CASES, build_sandbox, error_line, run_case  # noqa: E402
 
 
 def main() -> int:

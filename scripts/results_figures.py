@@ -1,5 +1,5 @@
-"""The charts and tables of docs/results.md, from the runs of the write-ups' experiments in lightning_logs/seeds/
-(run them first with the commands in docs/results.md). Redraws each sweep's plots (lightning_logs/seeds/<sweep>/
+"""The charts and tables of docs/results.md, from the runs of the write-ups' experiments in lightning_logs/writeups/
+(run them first with the commands in docs/results.md). Redraws each sweep's plots (lightning_logs/writeups/<sweep>/
 plots/, summary.md with mean ± std and the overlap statements), copies the charts the page shows into
 docs/img/results/, and prints every summary.
 
@@ -32,7 +32,7 @@ SWEEPS = {  # sweep file -> the charts of it that the page shows
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, charts in SWEEPS.items():
-        spec = load_sweep(REPO / "configs" / "seeds" / "sweeps" / f"{name}.yaml")
+        spec = load_sweep(REPO / "configs" / "writeups" / "sweeps" / f"{name}.yaml")
         if not (LOGS / spec["sweep"]).is_dir():
             print(f"{name}: not run, skipped")
             continue
@@ -42,12 +42,12 @@ def main() -> int:
             src = LOGS / spec["sweep"] / "plots" / f"{chart}.png"
             if src.is_file():
                 shutil.copyfile(src, OUT / f"{name}_{chart}.png")
-    bn_lr = LOGS / "seeds" / "000_bn_lr"
+    bn_lr = LOGS / "writeups" / "000_bn_lr"
     runs = {
         "no BN, LR 0.02": bn_lr / "net=vgg_like,lr=0.02,seed=0",
         "BN, LR 0.02": bn_lr / "net=vgg_like_bn,lr=0.02,seed=0",
     }
-    noise = LOGS / "seeds" / "000_bn_noise" / "bn_noise"
+    noise = LOGS / "writeups" / "000_bn_noise" / "bn_noise"
     if noise.is_dir():
         runs["BN + noise, LR 0.02"] = noise
     if all(p.is_dir() for p in runs.values()):
@@ -62,15 +62,15 @@ def main() -> int:
     noisy = {
         "no BN": bn_lr / "net=vgg_like,lr=0.02,seed=0",
         "BN": bn_lr / "net=vgg_like_bn,lr=0.02,seed=0",
-        "BN + noise per activation": LOGS / "seeds" / "000_bn_noise" / "bn_noise",
-        "BN + noise per channel": LOGS / "seeds" / "000_bn_noise" / "bn_noise_channel",
+        "BN + noise per activation": LOGS / "writeups" / "000_bn_noise" / "bn_noise",
+        "BN + noise per channel": LOGS / "writeups" / "000_bn_noise" / "bn_noise_channel",
     }
     if all(p.is_dir() for p in noisy.values()):
         scalars = {k: read_scalars(v) for k, v in noisy.items()}
         for metric in ("train/acc",):
             fig = compare_figure(scalars, metric, f"000 BN + noise (LR 0.02, seed 0): {metric}")
             save(fig, OUT / f"000_bn_noise_{metric.replace('/', '_')}")
-    gap = LOGS / "seeds" / "001_gap"
+    gap = LOGS / "writeups" / "001_gap"
     if gap.is_dir():
         save(
             curves_figure(read_scalars(gap), "001 GAP: 5 epochs, then continued to 10 (fit --ckpt_path)"),

@@ -10,8 +10,8 @@
 #                      xception_frozen xception_finetune")
 #   XCEPTION_ARGS      extra arguments of the two Xception stages, e.g. a pretrained_path, or a smaller
 #                      --data.image_size / --trainer.max_epochs on a CPU
-# The cifar_frozen stage starts from write-up 003's base CNN as configs/seeds/003_base_cnn.yaml trains it: the
-# last.ckpt of its newest complete run in lightning_logs/seeds/003_base_cnn/; without one, that config is trained
+# The cifar_frozen stage starts from write-up 003's base CNN as configs/writeups/003_base_cnn.yaml trains it: the
+# last.ckpt of its newest complete run in lightning_logs/writeups/003_base_cnn/; without one, that config is trained
 # first, on CIFAR-10 from CIFAR_PL_DATA (the extra arguments are the photo stages' and do not go to it).
 set -euo pipefail
 PHOTOS=${1:?usage: scripts/transfer.sh PHOTOS [NAME] [extra CLI arguments]}
@@ -23,11 +23,11 @@ STAGES=${STAGES:-scratch cifar_frozen resnet20_frozen resnet20_finetune xception
 read -r -a XARGS <<< "${XCEPTION_ARGS:-}"
 LOGS=lightning_logs/transfer/$NAME
 
-cifar_model() {  # the last.ckpt of the newest complete run of configs/seeds/003_base_cnn.yaml, or nothing
+cifar_model() {  # the last.ckpt of the newest complete run of configs/writeups/003_base_cnn.yaml, or nothing
   "$PY" -c '
 from pathlib import Path
 from cifar_pl.runs import is_complete, version_dirs
-done = [d for d in version_dirs(Path("lightning_logs/seeds/003_base_cnn")) if is_complete(d)]
+done = [d for d in version_dirs(Path("lightning_logs/writeups/003_base_cnn")) if is_complete(d)]
 if done and (done[-1] / "checkpoints" / "last.ckpt").is_file():
     print(done[-1] / "checkpoints" / "last.ckpt")'
 }
@@ -45,19 +45,19 @@ for s in $STAGES; do
     cifar_frozen)
       CIFAR_CKPT=$(cifar_model)
       if [ -z "$CIFAR_CKPT" ]; then
-        echo "== the CIFAR model: configs/seeds/003_base_cnn.yaml on $DATA"
-        "$PY" -m cifar_pl fit --config configs/seeds/003_base_cnn.yaml --data.data_dir "$DATA"
+        echo "== the CIFAR model: configs/writeups/003_base_cnn.yaml on $DATA"
+        "$PY" -m cifar_pl fit --config configs/writeups/003_base_cnn.yaml --data.data_dir "$DATA"
         CIFAR_CKPT=$(cifar_model)
         [ -n "$CIFAR_CKPT" ] || { echo "the CIFAR model's run left no last.ckpt" >&2; exit 1; }
       fi
-      stage 2_cifar_frozen cifar_frozen --model.init_from "$CIFAR_CKPT" "$@" ;;
+      stage 2_cifar_frozen cifar_frozen --model.init.weights "$CIFAR_CKPT" "$@" ;;
     resnet20_frozen)
-      stage 2_resnet20_frozen resnet20_frozen --model.init_from "$DATA/weights/resnet20-12fca82f.th" "$@" ;;
+      stage 2_resnet20_frozen resnet20_frozen --model.init.weights "$DATA/weights/resnet20-12fca82f.th" "$@" ;;
     resnet20_finetune)
-      stage 2_resnet20_finetune resnet20_finetune --model.init_from "$LOGS/resnet20_frozen/best.ckpt" "$@" ;;
+      stage 2_resnet20_finetune resnet20_finetune --model.init.weights "$LOGS/resnet20_frozen/best.ckpt" "$@" ;;
     xception_frozen) stage 3_xception_frozen xception_frozen "${XARGS[@]}" "$@" ;;
     xception_finetune)
-      stage 4_xception_finetune xception_finetune --model.init_from "$LOGS/xception_frozen/best.ckpt" \
+      stage 4_xception_finetune xception_finetune --model.init.weights "$LOGS/xception_frozen/best.ckpt" \
         "${XARGS[@]}" "$@" ;;
     *) echo "unknown stage '$s'" >&2; exit 2 ;;
   esac

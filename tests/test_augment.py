@@ -21,7 +21,7 @@ from cifar_pl.data.transforms import (
 )
 from cifar_pl.lit import ImageClassifier
 
-from .conftest import CONFIGS, run_cli
+from .helpers import CONFIGS, run_cli
 
 IMAGE_STEPS = [n for n, s in STEPS.items() if s.batch_level is None]
 
@@ -259,7 +259,7 @@ def test_a_per_image_crop_keeps_the_images_size(size, tmp_path):
     # AutoAugment runs per image, so the whole pipeline does, random_crop included: it used to crop to 32 px
     from cifar_pl.data import ImageFolderDataModule
 
-    from .conftest import write_photo_folder
+    from .helpers import write_photo_folder
 
     root = write_photo_folder(tmp_path / "p", ["a", "b"], 4)
     dm = ImageFolderDataModule(str(root), image_size=size, augment="autoaugment_cutout", batch_size=4)

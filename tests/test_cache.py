@@ -14,7 +14,7 @@ import torch
 from cifar_pl.data import ImageFolderDataModule, cache
 from cifar_pl.data.tensor_dataset import stratified_split3
 
-from .conftest import write_photo_folder
+from .helpers import write_photo_folder
 
 
 @pytest.fixture()
@@ -122,7 +122,7 @@ def test_three_way_split_is_stratified_seeded_and_disjoint():
 
 
 def test_test_size_holds_images_out_and_without_it_test_says_it_is_validation(photos, tmp_path, monkeypatch):
-    from .conftest import run_cli
+    from .helpers import run_cli
 
     held = _dm(photos, tmp_path / "c", test_size=0.25)
     held.setup("fit")

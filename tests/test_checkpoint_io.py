@@ -18,8 +18,7 @@ import torch
 from cifar_pl import files
 from cifar_pl.checkpoints import AtomicCheckpointIO
 
-from .conftest import CONFIGS, REPO, largest_difference, run_cli, tmpfs_mount
-from .helpers import FileProxy
+from .helpers import CONFIGS, FileProxy, child_env, largest_difference, run_cli, tmpfs_mount
 
 
 def _ckpt(step: int, mb: float = 1.0) -> dict:
@@ -140,10 +139,7 @@ AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.full((2**18,), 2
 """
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
-
-
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_sigkill_at_any_byte_of_a_rewrite_on_a_second_filesystem_keeps_the_previous_checkpoint(
     second_filesystem, tmp_path
 ):
@@ -155,7 +151,7 @@ def test_sigkill_at_any_byte_of_a_rewrite_on_a_second_filesystem_keeps_the_previ
     before = path.read_bytes()
     n = _size(_ckpt(2))
     for at in (0, 1, 65536, n // 2, n - 1, -1):
-        out = subprocess.run([sys.executable, "-c", _KILLER, str(path), str(at)], env=_env(TMPDIR=str(tmp_path)),
+        out = subprocess.run([sys.executable, "-c", _KILLER, str(path), str(at)], env=child_env(TMPDIR=str(tmp_path)),
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
         assert path.read_bytes() == before, f"killed at byte {at}"
@@ -191,12 +187,13 @@ def _fit(data_dir: Path, experiment: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_a_run_on_a_second_filesystem_killed_while_rewriting_last_ckpt_resumes_to_identical_weights(
     cifar10_root, second_filesystem, tmp_path
 ):
     # 9 steps per epoch; the run is killed while last.ckpt of epoch 1 (step 18) is half written over the one of
     # epoch 0 (step 9), resumes from that one, and ends with the weights of a run never stopped.
-    env = _env(TMPDIR=str(tmp_path))
+    env = child_env(TMPDIR=str(tmp_path))
     work = second_filesystem
     subprocess.run(
         _fit(cifar10_root, "straight"), cwd=work, env=env, check=True, capture_output=True, timeout=600

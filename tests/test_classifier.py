@@ -47,8 +47,8 @@ def test_constant_and_unknown_schedule():
     assert LRMultiplier("constant", total_steps=10)(7) == 1.0
     with pytest.raises(ValueError, match="unknown schedule 'triangle'"):
         LRMultiplier("triangle", total_steps=10)(3)
-    with pytest.raises(ValueError, match="model.scheduler: unknown value 'triangle'"):
-        ImageClassifier(net="model_a", scheduler="triangle")
+    with pytest.raises(ValueError, match="model.schedule.name: unknown value 'triangle'"):
+        ImageClassifier(net="model_a", schedule={"name": "triangle"})
 
 
 def test_onecycle_is_torchs_curve_and_cycles_momentum_only_when_asked():
@@ -102,7 +102,7 @@ def _configure(model, epochs=10, batches=10):
 
 
 def test_weight_decay_can_spare_bn_and_biases():
-    model = ImageClassifier(net="model_f", weight_decay=5e-4, no_decay_bn_bias=True)
+    model = ImageClassifier(net="model_f", optim={"weight_decay": 5e-4, "no_decay_bn_bias": True})
     opt = _configure(model)["optimizer"]
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
@@ -121,12 +121,18 @@ def test_weight_decay_can_spare_bn_and_biases():
     ],
 )
 def test_optimizers(name, cls):
-    out = _configure(ImageClassifier(net="model_a", optimizer=name, lr=0.01, scheduler="constant"))
+    out = _configure(
+        ImageClassifier(net="model_a", optim={"name": name, "lr": 0.01}, schedule={"name": "constant"})
+    )
     assert isinstance(out["optimizer"], cls) and out["optimizer"].param_groups[0]["lr"] == 0.01
 
 
 def test_onecycle_peaks_at_lr():
-    out = _configure(ImageClassifier(net="model_a", lr=0.2, scheduler="onecycle", warmup_epochs=3), 10, 10)
+    out = _configure(
+        ImageClassifier(net="model_a", optim={"lr": 0.2}, schedule={"name": "onecycle", "warmup_epochs": 3}),
+        10,
+        10,
+    )
     opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
     lrs = []
     for _ in range(99):
@@ -139,7 +145,7 @@ def test_onecycle_peaks_at_lr():
 
 def test_warmup_as_long_as_the_run_is_refused():
     with pytest.raises(ValueError, match=r"warmup_epochs 10 \(100 steps\) is as long as the run"):
-        _configure(ImageClassifier(net="model_a", warmup_epochs=10), 10, 10)
+        _configure(ImageClassifier(net="model_a", schedule={"warmup_epochs": 10}), 10, 10)
 
 
 def test_soft_targets_give_the_same_loss_as_one_hot():
@@ -203,7 +209,7 @@ def test_untrusted_pickle_is_not_executed(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_what_to_try(cifar10_root, tmp_path, monkeypatch):
-    from .conftest import run_cli
+    from .helpers import run_cli
 
     monkeypatch.chdir(tmp_path)
     # An absurd learning rate on a net without BatchNorm: the first update blows the weights up, the second
@@ -211,12 +217,12 @@ def test_non_finite_loss_stops_with_the_step_and_what_to_try(cifar10_root, tmp_p
     with pytest.raises(FloatingPointError) as e:
         run_cli(
             "fit", "model_e", cifar10_root,
-            "--model.lr 1e30 --model.scheduler constant --trainer.max_epochs 1 --data.batch_size 16 "
+            "--model.optim.lr 1e30 --model.schedule.name constant --trainer.max_epochs 1 --data.batch_size 16 "
             "--last_checkpoint.every_n_train_steps 1",
         )  # fmt: skip
     msg = str(e.value)
     assert "training loss is nan" in msg or "training loss is inf" in msg
-    assert "epoch 0, step " in msg and "--trainer.gradient_clip_val" in msg and "--model.lr" in msg
+    assert "epoch 0, step " in msg and "--trainer.gradient_clip_val" in msg and "--model.optim.lr" in msg
     last = next(tmp_path.glob("lightning_logs/model_e/version_0/checkpoints/last.ckpt"))
     assert f"the last good checkpoint is {last.relative_to(tmp_path)}" in msg
     ckpt = torch.load(last, weights_only=True)
@@ -235,7 +241,7 @@ def test_rmsprop_variants_step_by_their_own_formula(name, cls, denominator):
     # the same gradients in tests/reference/test_keras.py.
     from types import SimpleNamespace
 
-    model = ImageClassifier(net="model_a", optimizer=name, lr=1e-3, weight_decay=0.0)
+    model = ImageClassifier(net="model_a", optim={"name": name, "lr": 1e-3, "weight_decay": 0.0})
     model._trainer = SimpleNamespace(num_training_batches=float("inf"))  # the provisional plan: LR factor 1
     opt = model.configure_optimizers()["optimizer"]
     assert type(opt) is cls
@@ -244,13 +250,13 @@ def test_rmsprop_variants_step_by_their_own_formula(name, cls, denominator):
     p.grad = torch.full_like(p, 1e-4)  # small gradients: where the two places of eps differ most
     opt.step()
     torch.testing.assert_close(p.detach(), before - 1e-3 * 1e-4 / denominator(0.1 * 1e-8))
-    with pytest.raises(ValueError, match="model.rho"):
-        ImageClassifier(net="model_a", optimizer=name, rho=1.0)
+    with pytest.raises(ValueError, match="model.optim.rho"):
+        ImageClassifier(net="model_a", optim={"name": name, "rho": 1.0})
 
 
 def test_keras_weight_init_is_glorot_uniform_with_zero_biases():
     torch.manual_seed(0)
-    net = ImageClassifier(net="base_cnn", weight_init="keras").net
+    net = ImageClassifier(net="base_cnn", init={"scheme": "keras"}).net
     layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert {type(m) for m in layers} == {torch.nn.Conv2d, torch.nn.Linear}
     for m in layers:  # e.g. the first conv, 3 -> 32, 3x3: fans 27 and 288
@@ -266,12 +272,12 @@ def test_keras_weight_init_is_glorot_uniform_with_zero_biases():
     )
     default = ImageClassifier(net="base_cnn").net.features[0]
     assert float(default.bias.abs().max()) > 0  # torch's default start differs: it is a real choice
-    with pytest.raises(ValueError, match="model.weight_init"):
-        ImageClassifier(net="base_cnn", weight_init="he")
+    with pytest.raises(ValueError, match="model.init.scheme"):
+        ImageClassifier(net="base_cnn", init={"scheme": "he"})
 
 
 def test_hp_metric_is_the_best_validation_accuracy_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):
-    from .conftest import run_cli
+    from .helpers import run_cli
 
     monkeypatch.chdir(tmp_path)
     cli = run_cli("fit", "quickstart", cifar10_root, "--trainer.max_epochs 3 --test_after_fit false")

@@ -12,13 +12,13 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from cifar_pl.__main__ import cli_main
 from cifar_pl.lit import ImageClassifier
 
-from .conftest import CONFIGS, effective_config, run_cli
+from .helpers import CONFIGS, effective_config, run_cli
 
 # Every CIFAR config, the corruption experiments included (the transfer configs have their own test).
 ALL_CONFIGS = (
     sorted(CONFIGS.glob("*.yaml"))
     + sorted((CONFIGS / "corrupt").glob("*.yaml"))
-    + sorted((CONFIGS / "seeds").glob("*.yaml"))  # the write-ups' recipes
+    + sorted((CONFIGS / "writeups").glob("*.yaml"))  # the write-ups' recipes
 )
 
 
@@ -32,9 +32,10 @@ def test_every_config_fast_dev_run(config, cifar10_root, cifar100_root, tmp_path
         "shake_shake"
     ):  # the full widths are GPU-sized; the recipe is what counts
         extra += ' --model.net_kwargs {"base_width":4}'
-    if cfg["model"].get("init_from"):  # the pretrained configs point into the real data folder
+    weights = (cfg["model"].get("init") or {}).get("weights")
+    if weights:  # the pretrained configs point into the real data folder
         real = request.getfixturevalue("real_data")
-        extra += f" --model.init_from {real / 'weights' / Path(cfg['model']['init_from']).name}"
+        extra += f" --model.init.weights {real / 'weights' / Path(weights).name}"
     cli = run_cli("fit", config, root, extra)
     assert cli.model.hparams.net == cfg["model"]["net"]
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
@@ -49,7 +50,7 @@ def test_print_config_shows_the_whole_experiment(capsys):
         cli_main(["fit", "--config", str(CONFIGS / "model_g.yaml"), "--print_config"])
     assert e.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["net"] == "model_g" and printed["model"]["scheduler"] == "onecycle"
+    assert printed["model"]["net"] == "model_g" and printed["model"]["schedule"]["name"] == "onecycle"
     assert printed["data"]["class_path"] == "cifar_pl.data.CIFAR10DataModule"
     assert printed["experiment"] == "model_g" and printed["checkpoint"]["monitor"] == "val/acc"
     assert printed["last_checkpoint"]["filename"] == "last"
@@ -72,9 +73,9 @@ def test_unknown_config_key_is_refused():
 def test_unknown_optimizer_lists_the_valid_ones():
     with pytest.raises(
         ValueError,
-        match="model.optimizer: unknown value 'lbfgs'; choose one of sgd, adam, adamw, rmsprop, rmsprop_keras",
+        match="model.optim.name: unknown value 'lbfgs'; choose one of sgd, adam, adamw, rmsprop, rmsprop_keras",
     ):
-        run_cli("fit", "quickstart", extra="--model.optimizer lbfgs")
+        run_cli("fit", "quickstart", extra="--model.optim.name lbfgs")
 
 
 def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):
@@ -83,7 +84,7 @@ def test_unknown_net_lists_the_valid_ones(cifar10_root, tmp_path, monkeypatch):
         run_cli("fit", "quickstart", cifar10_root, "--model.net model_z")
 
 
-SHORT = "--data.batch_size 32 --experiment short --model.scheduler cosine --trainer.log_every_n_steps 2"
+SHORT = "--data.batch_size 32 --experiment short --model.schedule.name cosine --trainer.log_every_n_steps 2"
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +151,16 @@ def test_fit_resumes_from_a_checkpoint(short_run, cifar10_root, monkeypatch):
 def test_init_from_our_checkpoint_into_a_new_head(short_run, tmp_path, monkeypatch, recwarn):
     cli, workdir = short_run
     monkeypatch.chdir(tmp_path)
-    model = ImageClassifier(net="model_gap", num_classes=4, init_from=str(_last(workdir)), init_strict=False)
+    model = ImageClassifier(
+        net="model_gap", num_classes=4, init={"weights": str(_last(workdir)), "strict": False}
+    )
     model.setup("fit")
     trained = torch.load(_last(workdir), weights_only=True)["state_dict"]
     torch.testing.assert_close(model.net.features[0].weight, trained["net.features.0.weight"])
     assert model.net.get_classifier().out_features == 4
     assert any("skipped classifier.weight" in str(w.message) for w in recwarn)
-    strict = ImageClassifier(net="model_gap", num_classes=4, init_from=str(_last(workdir)))
-    with pytest.raises(ValueError, match="another number of classes; set init_strict: false"):
+    strict = ImageClassifier(net="model_gap", num_classes=4, init={"weights": str(_last(workdir))})
+    with pytest.raises(ValueError, match="another number of classes; set model.init.strict: false"):
         strict.setup("fit")
 
 
@@ -176,7 +179,7 @@ def test_other_subcommands_from_a_checkpoint(subcommand, short_run, cifar10_root
 
 def test_callbacks_from_the_command_line_join_the_defaults(cifar10_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    extra = ("--trainer.max_epochs 20 --data.batch_size 64 --model.lr 0.0 --test_after_fit false "
+    extra = ("--trainer.max_epochs 20 --data.batch_size 64 --model.optim.lr 0.0 --test_after_fit false "
              "--trainer.callbacks+ EarlyStopping --trainer.callbacks.monitor val/acc "
              "--trainer.callbacks.mode max --trainer.callbacks.patience 1")  # fmt: skip
     cli = run_cli("fit", "quickstart", cifar10_root, extra)

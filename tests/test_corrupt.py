@@ -1,22 +1,16 @@
-"""Zhang et al. 2017 corruptions, the sweep runner and the run-comparison plots."""
+"""Zhang et al. 2017 corruptions: labels, pixel permutations, Gaussian images, as DataModule options."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import signal
-import time
 
 import pytest
 import torch
-import yaml
-from PIL import Image
 
 from cifar_pl.data import CIFAR10DataModule
 from cifar_pl.data.corrupt import (
-    channel_stats,
+    channel_stats_255,
     corrupt_labels,
     gaussian_images,
     gaussian_per_image,
@@ -24,10 +18,6 @@ from cifar_pl.data.corrupt import (
     pixel_permutation,
     random_pixels,
 )
-from cifar_pl.sweep import load_sweep
-from cifar_pl.sweep import main as sweep_main
-
-from .conftest import CONFIGS, REPO
 
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.8, 1.0])
@@ -107,11 +97,11 @@ def test_gaussian_per_image_matches_each_images_mean_and_std():
 
 def test_gaussian_images_match_the_dataset_and_carry_no_class_information():
     x, labels = _classed_images()
-    mean, std = channel_stats(x)
+    mean, std = channel_stats_255(x)
     torch.testing.assert_close(mean, x.double().mean((0, 2, 3)).float())
     torch.testing.assert_close(std, x.double().permute(1, 0, 2, 3).flatten(1).std(1, unbiased=False).float())
     g = gaussian_images(x, torch.Generator().manual_seed(1))
-    gm, gs = channel_stats(g)
+    gm, gs = channel_stats_255(g)
     torch.testing.assert_close(gm, mean, atol=0.5, rtol=0)
     torch.testing.assert_close(gs, std, atol=0.5, rtol=0.01)
     # every image is drawn from the same distribution: its own statistics no longer tell its class
@@ -157,121 +147,11 @@ def test_datamodule_corruptions_train_val_test(cifar10_root):
         if kind == "gaussian":  # noise with the statistics of the clean training subset it replaces
             clean50 = CIFAR10DataModule(str(cifar10_root), val_size=24, train_size=50)
             clean50.setup("fit")
-            want_mean, want_std = channel_stats(clean50.train_set.images)
+            want_mean, want_std = channel_stats_255(clean50.train_set.images)
             torch.testing.assert_close(dm._gauss_stats, (want_mean, want_std))
             # (the fixture's uniform pixels clip at 0 and 255, so only the mean survives the draw unchanged)
-            torch.testing.assert_close(channel_stats(dm.train_set.images)[0], want_mean, atol=1.5, rtol=0)
+            torch.testing.assert_close(channel_stats_255(dm.train_set.images)[0], want_mean, atol=1.5, rtol=0)
     with pytest.raises(
         ValueError, match=re.escape("corrupt: unknown value 'noise'. Did you mean 'none'? Choose one of")
     ):
         CIFAR10DataModule(str(cifar10_root), corrupt="noise")
-
-
-def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    sweep = tmp_path / "tiny.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "sweep": "tiny", "config": str(CONFIGS / "corrupt" / "labels.yaml"),
-        "args": {"trainer.max_epochs": 2, "trainer.limit_train_batches": 2, "data.batch_size": 16},
-        "grid": {"data.corrupt": ["none", "random_pixels"]},
-    }))  # fmt: skip
-    spec = load_sweep(sweep)
-    assert list(spec["runs"]) == ["corrupt=none", "corrupt=random_pixels"]
-    extra = [
-        "--data.data_dir",
-        str(cifar10_root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-    ]
-    assert sweep_main([str(sweep), *extra]) == 0
-    root = tmp_path / "lightning_logs" / "tiny"
-    for name in spec["runs"]:
-        result = json.loads((root / name / "result.json").read_text())
-        assert result["epochs"] == 2 and "test/acc" in result and "train/acc" in result
-    # the charts of the comparison: one per metric, PNG and SVG, and the final-value bars
-    for stem in ("train_loss", "train_acc", "val_acc", "train_epoch_time", "final"):
-        with Image.open(root / "plots" / f"{stem}.png") as im:
-            im.verify()
-        assert (root / "plots" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
-    summary = (root / "plots" / "summary.md").read_text()
-    assert "| corrupt=none | 2 |" in summary and "corrupt=random_pixels" in summary
-    # run again: a run whose own record says complete, with the configuration the file gives, is not redone, even
-    # without result.json; asked for more epochs, it trains on; a run whose record says it was interrupted resumes
-    # from its last checkpoint, in its own folder
-    capsys.readouterr()
-    assert sweep_main([str(sweep), *extra]) == 0
-    assert capsys.readouterr().out.count("finished before, skipped") == 2
-    (root / "corrupt=random_pixels" / "result.json").unlink()
-    record_path = root / "corrupt=none" / "version_0" / "run.json"
-    record = json.loads(record_path.read_text())
-    assert record["status"] == "complete" and record["tested"] and "test/acc" in record["test"]
-    record_path.write_text(json.dumps({**record, "status": "interrupted"}))  # as a SIGTERM mid-run leaves it
-    assert sweep_main([str(sweep), *extra, "--trainer.max_epochs", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "corrupt=random_pixels: resuming (complete) from" in out
-    assert "corrupt=none: resuming (interrupted) from" in out and "version_0/checkpoints/last.ckpt" in out
-    assert not (root / "corrupt=random_pixels" / "version_1").exists()
-    assert not (root / "corrupt=none" / "version_1").exists()
-    for name in spec["runs"]:
-        assert json.loads((root / name / "result.json").read_text())["epochs"] == 3
-
-
-def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(
-    cifar10_root, tmp_path, monkeypatch, capsys
-):
-    from cifar_pl.sweep import run_status
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("PAUSE_AT_STEP", "2")
-    monkeypatch.setenv("PAUSE_MARKER", str(tmp_path / "paused"))
-    sweep = tmp_path / "stop.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "sweep": "stop", "config": str(CONFIGS / "corrupt" / "labels.yaml"),
-        "args": {"trainer.max_epochs": 2, "data.batch_size": 16, "trainer.callbacks+": "tests.helpers.PauseAt"},
-        "runs": {"a": {}},
-    }))  # fmt: skip
-
-    import threading
-
-    def stop_when_paused():  # what a scheduler does: SIGTERM to the sweep while its run is mid-epoch
-        while not (tmp_path / "paused").exists():
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_when_paused, daemon=True).start()
-    extra = ["--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false"]
-    assert sweep_main([str(sweep), *extra]) == 128 + signal.SIGTERM
-    assert "a: interrupted (exit 143" in capsys.readouterr().out
-    assert run_status(tmp_path / "lightning_logs" / "stop" / "a") == "interrupted"
-    assert not (tmp_path / "lightning_logs" / "stop" / "a" / "result.json").exists()
-
-
-SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml")) + sorted((CONFIGS / "seeds" / "sweeps").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("path", SWEEPS, ids=[p.relative_to(CONFIGS).as_posix() for p in SWEEPS])
-def test_every_sweep_names_valid_configs_and_keys(path, capsys):
-    from cifar_pl.__main__ import cli_main
-    from cifar_pl.sweep import _as_args
-
-    spec = load_sweep(path)
-    assert spec["runs"] and all(name and "/" not in name for name in spec["runs"])
-    for overrides in spec["runs"].values():  # every run's arguments parse (a misspelt key would exit 2)
-        args = ["fit"]
-        for config in spec["configs"]:
-            args += ["--config", str(CONFIGS.parent / config)]
-        with pytest.raises(SystemExit) as e:
-            cli_main(args + _as_args(spec["args"]) + _as_args(overrides) + ["--print_config"])
-        assert e.value.code == 0
-        printed = yaml.safe_load(capsys.readouterr().out)
-        for key, value in {**spec["args"], **overrides}.items():
-            node = printed
-            parts = key.split(".")
-            for part in parts[:-1]:
-                node = node[part]
-            if parts[0] == "data" and parts[-1] not in node and "init_args" in node:
-                node = node["init_args"]  # data.batch_size means data.init_args.batch_size
-            assert node[parts[-1]] == value, (key, node[parts[-1]], value)

@@ -12,7 +12,7 @@ import torch
 from cifar_pl.data import CIFAR10DataModule, CIFAR100DataModule, read_cifar_batch, seeded_split
 from cifar_pl.data.cifar import CIFAR10_CLASSES
 
-from .conftest import CIFAR10_ROWS, write_cifar_batch
+from .helpers import CIFAR10_ROWS, write_cifar_batch
 
 
 def test_reads_partial_layout_with_any_rows_per_file(cifar10_root):

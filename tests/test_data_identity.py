@@ -15,7 +15,7 @@ from cifar_pl.data import CIFAR10DataModule, ImageFolderDataModule
 from cifar_pl.data.identity import differences
 from cifar_pl.data.tensor_dataset import hashed_split3, stratified_split3
 
-from .conftest import PHOTO_COLOURS, run_cli, write_cifar_batch, write_photo, write_photo_folder
+from .helpers import PHOTO_COLOURS, run_cli, write_cifar_batch, write_photo, write_photo_folder
 
 
 def _parts(root: Path, cache: Path, **kw) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Every place where a tensor meets a module outside Lightning's own loop puts it on the module's device and dtype:
-checked on this CPU with a model on a pretended CUDA device (tests/fake_cuda.py), where a mismatch raises the
+checked on this CPU with a model on a pretended CUDA device (tests/helpers/fake_cuda.py), where a mismatch raises the
 same error a GPU would, and with bf16 weights for dtype."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from cifar_pl.callbacks import DataPreview, TestReport
+from cifar_pl.callbacks import DataPreview, EndOfTestReport
 from cifar_pl.data import CIFAR10DataModule
 from cifar_pl.lit import ImageClassifier
 
-from .fake_cuda import PretendCuda
-from .hostile import write_checkpoint
+from .helpers.fake_cuda import PretendCuda
+from .helpers.hostile import write_checkpoint
 
 
 class _Logger(TensorBoardLogger):
@@ -47,7 +47,7 @@ def test_the_end_of_test_report_runs_on_the_models_device(data):
     logger = _Logger()
     with PretendCuda():
         model.to("cuda")
-        TestReport(n_cams=4, n_mistakes=4).on_test_end(_trainer(data, logger), model)
+        EndOfTestReport(n_cams=4, n_mistakes=4).on_test_end(_trainer(data, logger), model)
     assert {"test/confusion", "test/mistakes", "test/cams", "test/channels"} <= set(logger.figures)
 
 
@@ -56,7 +56,7 @@ def test_the_report_with_bf16_weights_computes_in_their_dtype_and_draws_in_float
         ImageClassifier(net="model_gap", num_classes=10, class_names=data.classes).eval().to(torch.bfloat16)
     )
     logger = _Logger()
-    TestReport(n_cams=2, n_mistakes=2).on_test_end(_trainer(data, logger), model)
+    EndOfTestReport(n_cams=2, n_mistakes=2).on_test_end(_trainer(data, logger), model)
     assert "test/cams" in logger.figures
 
 

@@ -13,7 +13,7 @@ import torch
 from cifar_pl.data import FLOWERS17_CLASSES, Flowers17DataModule, ImageFolderDataModule
 from cifar_pl.images import read_image as read_array
 
-from .conftest import PHOTO_COLOURS, write_photo, write_photo_folder
+from .helpers import PHOTO_COLOURS, write_photo, write_photo_folder
 
 
 def read_image(path, size, resize="squash") -> torch.Tensor:

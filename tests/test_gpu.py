@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import CONFIGS, REPO, largest_difference, run_cli
+from .helpers import CONFIGS, REPO, largest_difference, run_cli, training_command
 
 pytestmark = [
     pytest.mark.gpu,
@@ -45,8 +45,8 @@ def test_fit_test_and_the_report_on_the_gpu(cifar10_root, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("variant", ["--trainer.precision bf16-mixed",
-                                     "--trainer.precision bf16-mixed --model.channels_last true",
-                                     "--trainer.precision bf16-mixed --model.channels_last true --model.compile true",
+                                     "--trainer.precision bf16-mixed --model.runtime.channels_last true",
+                                     "--trainer.precision bf16-mixed --model.runtime.channels_last true --model.runtime.compile true",
                                      "--trainer.precision bf16-true"])  # fmt: skip
 def test_speed_switches_train_and_report_on_the_gpu(variant, cifar10_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -57,7 +57,7 @@ def test_speed_switches_train_and_report_on_the_gpu(variant, cifar10_root, tmp_p
 def test_the_speed_preset_on_the_gpu(cifar10_root, tmp_path, monkeypatch):
     # resident uint8 set on the GPU, alternating flips, whitening, EMA/lookahead, TTA, bf16 + channels_last + compile
     monkeypatch.chdir(tmp_path)
-    cli = run_cli("fit", "speed/speednet", cifar10_root, f"{GPU} --trainer.max_epochs 3 --model.warmup_epochs 0.5 "
+    cli = run_cli("fit", "speed/speednet", cifar10_root, f"{GPU} --trainer.max_epochs 3 --model.schedule.warmup_epochs 0.5 "
                   "--data.val_size 24 --data.batch_size 32 --data.eval_batch_size 64")  # fmt: skip
     dm, model = cli.datamodule, cli.model
     assert cli.trainer.state.finished and model.net.whitened and bool(model.ema.started)
@@ -82,25 +82,24 @@ def test_predict_and_viz_on_the_gpu(cifar10_root, tmp_path, monkeypatch):
     assert {p.name for p in made} >= {"cams.png", "mistakes.png", "confusion.png"}
 
 
-def _cmd(data: Path, experiment: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "model_gap.yaml"), "--data.data_dir",
-            str(data), "--experiment", experiment, *GPU.split(), "--trainer.max_epochs", "3", "--trainer.deterministic",
-            "true", "--data.batch_size", "16", "--data.augment", "standard", "--test_after_fit", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=tests.helpers.PauseAt", *extra]  # fmt: skip
-
-
 def test_sigterm_then_resume_on_the_gpu(cifar10_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-    subprocess.run(_cmd(cifar10_root, "straight"), cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        training_command(cifar10_root, "straight", device=tuple(GPU.split()), pause=True),
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     marker = tmp_path / "paused"
-    proc = subprocess.Popen(_cmd(cifar10_root, "stopped"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(training_command(cifar10_root, "stopped", device=tuple(GPU.split()), pause=True), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**env, "PAUSE_AT_STEP": "13", "PAUSE_MARKER": str(marker)})  # fmt: skip
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=300) == 143
-    resumed = subprocess.run(_cmd(cifar10_root, "stopped", "--ckpt_path", "last"), cwd=tmp_path, env=env,
+    resumed = subprocess.run(training_command(cifar10_root, "stopped", "--ckpt_path", "last", device=tuple(GPU.split()), pause=True), cwd=tmp_path, env=env,
                              capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

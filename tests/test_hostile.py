@@ -1,4 +1,4 @@
-"""Tried as a hostile user would: every bad input gets one clear line and exit code 2 (tests/hostile.py has the
+"""Tried as a hostile user would: every bad input gets one clear line and exit code 2 (tests/helpers/hostile.py has the
 table); a crafted checkpoint runs nothing anywhere; a stopped run resumes exactly; images are bounded."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import CONFIGS, REPO, largest_difference
-from .hostile import CASES, build_sandbox, error_line, run_case, write_checkpoint, write_crafted
+from .helpers import CONFIGS, child_env, largest_difference, training_command
+from .helpers.hostile import CASES, build_sandbox, error_line, run_case, write_checkpoint, write_crafted
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +43,15 @@ def test_bad_input_gets_one_clear_line_and_exit_2(case, sandbox):
     assert not (Path(places["crafted"]).parent / "PWNED").exists()
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
-
-
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_the_real_command_prints_one_line_and_no_traceback(sandbox, tmp_path):
     _, places = sandbox
     cmd = [sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "model_gap.yaml"),
            "--data.data_dir", places["c10"], "--data.augment", "[{name: cutout, size: 100}]"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert error_line(out.stderr).startswith("error: augment step 'cutout': size must be in [1, 31], got 100")
-    shown = subprocess.run(cmd, cwd=tmp_path, env=_env(CIFAR_PL_TRACEBACK="1"), capture_output=True, text=True,
+    shown = subprocess.run(cmd, cwd=tmp_path, env=child_env(CIFAR_PL_TRACEBACK="1"), capture_output=True, text=True,
                            timeout=300)  # fmt: skip
     assert (
         shown.returncode == 2 and "Traceback" in shown.stderr
@@ -62,6 +59,7 @@ def test_the_real_command_prints_one_line_and_no_traceback(sandbox, tmp_path):
     assert error_line(shown.stderr).startswith("error: augment step 'cutout'")
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_a_crafted_checkpoint_is_refused_everywhere_and_runs_nothing(sandbox, tmp_path):
     _, places = sandbox
     marker = tmp_path / "PWNED"
@@ -77,7 +75,7 @@ def test_a_crafted_checkpoint_is_refused_everywhere_and_runs_nothing(sandbox, tm
                 places["c10"], "--ckpt_path", str(crafted), "--trainer.max_epochs", "1"],
     }  # fmt: skip
     for name, args in commands.items():
-        out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+        out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=child_env(), capture_output=True, text=True,
                              timeout=300)  # fmt: skip
         assert out.returncode == 2, (name, out.stderr[-2000:])
         assert "Traceback" not in out.stderr and "os.system" in error_line(out.stderr), (
@@ -92,7 +90,7 @@ def test_a_crafted_checkpoint_is_refused_everywhere_and_runs_nothing(sandbox, tm
     ("net", "os.system", "hyper_parameters.net is 'os.system', not a registered net"),
     ("_class_path", "subprocess.Popen", "_class_path is 'subprocess.Popen', not cifar_pl's ImageClassifier"),
     ("optimizer", torch.zeros(1), "hold values that are not plain numbers"),
-    ("optimizer", {"_class_path": "os.system"}, "its model arguments are refused: model.optimizer: unknown value"),
+    ("optimizer", {"_class_path": "os.system"}, "its model arguments are refused: model.optim.name: unknown value"),
     ("callback", "x", "hyper_parameters has ['callback'], which ImageClassifier does not take"),
 ])  # fmt: skip
 def test_the_reader_looks_names_up_in_its_own_tables(tmp_path, key, value, message):
@@ -116,35 +114,33 @@ def test_the_reader_switches_off_what_would_fetch_other_weights(tmp_path):
     ckpt["datamodule_hyper_parameters"] = {"_class_path": "cifar_pl.data.CIFAR10DataModule", "download": True}
     torch.save(ckpt, path)
     read = read_checkpoint(path)
-    assert read.model_args["init_from"] is None and read.model_args["net_kwargs"]["pretrained_path"] is None
+    assert (
+        read.model_args["init"]["weights"] is None
+        and read.model_args["net_kwargs"]["pretrained_path"] is None
+    )
     assert read.datamodule_args["download"] is False
     assert read.datamodule_class.__name__ == "CIFAR10DataModule"
 
 
 # ---- stops ----
-def _fit_cmd(data_dir: Path, experiment: str, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "model_gap.yaml"),
-        "--data.data_dir", str(data_dir), "--experiment", experiment, "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
-        "--data.batch_size", "16", "--data.augment", "standard", "--test_after_fit", "false",
-        "--trainer.callbacks+=tests.helpers.PauseAt", *extra,
-    ]  # fmt: skip
-
-
 def _weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_sigterm_mid_epoch_saves_exits_143_and_resumes_to_identical_weights(cifar10_root, tmp_path):
     # 130 training images in batches of 16: 9 steps per epoch, 27 in all. SIGTERM arrives at step 13, in the
     # middle of epoch 1; the run saves there, exits 143, and `--ckpt_path last` continues with batch 5 of epoch 1.
     subprocess.run(
-        _fit_cmd(cifar10_root, "straight"), cwd=tmp_path, env=_env(), check=True, capture_output=True
+        training_command(cifar10_root, "straight", pause=True),
+        cwd=tmp_path,
+        env=child_env(),
+        check=True,
+        capture_output=True,
     )
     marker = tmp_path / "paused"
-    proc = subprocess.Popen(_fit_cmd(cifar10_root, "stopped"), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=_env(PAUSE_AT_STEP="13", PAUSE_MARKER=str(marker)))  # fmt: skip
+    proc = subprocess.Popen(training_command(cifar10_root, "stopped", pause=True), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=child_env(PAUSE_AT_STEP="13", PAUSE_MARKER=str(marker)))  # fmt: skip
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -157,7 +153,7 @@ def test_sigterm_mid_epoch_saves_exits_143_and_resumes_to_identical_weights(cifa
     assert stopped["global_step"] == 13 and stopped["epoch"] == 1  # saved where it stopped, mid-epoch
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "interrupted" and record["exit_code"] == 143
-    resumed = subprocess.run(_fit_cmd(cifar10_root, "stopped", "--ckpt_path", "last"), cwd=tmp_path, env=_env(),
+    resumed = subprocess.run(training_command(cifar10_root, "stopped", "--ckpt_path", "last", pause=True), cwd=tmp_path, env=child_env(),
                              capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _weights(tmp_path / "lightning_logs" / "straight" / "version_0"), _weights(run)

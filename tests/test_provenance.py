@@ -1,7 +1,7 @@
 """The provenance of the write-ups' recipes can be checked: every value a config says comes from a write-up quotes
 the write-up's own words, and the quote is there.
 
-A recipe header (configs/seeds/, configs/transfer/) is a block of comment lines opened by ``# recipe ...:``; each
+A recipe header (configs/writeups/, configs/transfer/) is a block of comment lines opened by ``# recipe ...:``; each
 field is a line ``#   <field>  <value and tags>`` and the deeper-indented lines under it. Every field carries at
 least one tag: ``[text NNN: "words of write-up NNN"]``, ``[chosen: why]`` or ``[differs: how, and why]``. The
 quote of a text tag may wrap onto the next line; it is compared with the write-up in ``$CIFAR_PL_SEEDS`` (default
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CONFIGS, REPO
+from .helpers import CONFIGS, REPO
 
 SEEDS = Path(os.environ.get("CIFAR_PL_SEEDS", REPO.parent / "shared" / "seeds")).expanduser()
 # Every config of a write-up's experiment carries a recipe header.
-WITH_RECIPE = sorted((CONFIGS / "seeds").rglob("*.yaml")) + sorted((CONFIGS / "transfer").glob("*.yaml"))
+WITH_RECIPE = sorted((CONFIGS / "writeups").rglob("*.yaml")) + sorted((CONFIGS / "transfer").glob("*.yaml"))
 TEXT_TAG = re.compile(r'\[text (\d{3}): "(.+?)"\]')
 ANY_TAG_START = re.compile(r"\[(text|chosen|differs)\b")
 FIELD = re.compile(r"^#   (\S.*)$")  # a field: three spaces in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 pytestmark = pytest.mark.real_data
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.real_data
 def test_peer_pretrained_resnet_scores_on_our_test_loop(depth, floor, real_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     weights = next((real_data / "weights").glob(f"resnet{depth}-*.th"))
-    cli = run_cli("test", f"resnet{depth}_pretrained", real_data, f"--model.init_from {weights}")
+    cli = run_cli("test", f"resnet{depth}_pretrained", real_data, f"--model.init.weights {weights}")
     acc = float(cli.trainer.callback_metrics["test/acc"])
     assert acc >= floor, f"resnet{depth} scored {acc:.4f} on the 1,017 real test images"
 
@@ -26,7 +26,7 @@ def test_a_short_run_learns_real_cifar10(real_data, tmp_path, monkeypatch):
     assert acc >= 0.40, f"two epochs of quickstart reached only {acc:.4f} test accuracy (chance is 0.10)"
 
 
-@pytest.mark.slow
+@pytest.mark.long  # a 30-epoch training run (4 min here): make test-long, by hand
 def test_model_g_reaches_55_percent_in_30_epochs(real_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = run_cli("fit", "model_g", real_data)

@@ -6,28 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import CONFIGS, REPO, largest_difference, run_cli
-
-
-def _fit_cmd(data_dir: Path, experiment: str, *extra: str, subcommand: str = "fit") -> list[str]:
-    after = ["--test_after_fit", "false"] if subcommand == "fit" else []
-    return [
-        sys.executable, "-m", "cifar_pl", subcommand, "--config", str(CONFIGS / "model_gap.yaml"),
-        "--data.data_dir", str(data_dir), "--experiment", experiment, "--trainer.accelerator", "cpu",
-        "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
-        "--data.batch_size", "16", "--data.augment", "standard", *after, *extra,
-    ]  # fmt: skip
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+from .helpers import child_env, largest_difference, run_cli, training_command
 
 
 def _final(workdir: Path, experiment: str) -> dict:
@@ -36,16 +21,21 @@ def _final(workdir: Path, experiment: str) -> dict:
     )
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar10_root, tmp_path):
     # 130 training images in batches of 16: 9 steps per epoch, 27 in all. The run is killed at step 13, in the
     # middle of epoch 1, and resumed with `--ckpt_path last` from the checkpoint written at the end of epoch 0.
     subprocess.run(
-        _fit_cmd(cifar10_root, "straight"), cwd=tmp_path, env=_env(), check=True, capture_output=True
+        training_command(cifar10_root, "straight"),
+        cwd=tmp_path,
+        env=child_env(),
+        check=True,
+        capture_output=True,
     )
     marker = tmp_path / "paused"
     pause = ["--trainer.callbacks+=tests.helpers.PauseAt"]  # in both runs: the resumed config is the same
-    proc = subprocess.Popen(_fit_cmd(cifar10_root, "killed", *pause), cwd=tmp_path,
-                            env=_env(PAUSE_AT_STEP="13", PAUSE_MARKER=str(marker)),
+    proc = subprocess.Popen(training_command(cifar10_root, "killed", *pause), cwd=tmp_path,
+                            env=child_env(PAUSE_AT_STEP="13", PAUSE_MARKER=str(marker)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -56,8 +46,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar10_root, tmp
     assert proc.returncode == -signal.SIGKILL
     interrupted = _final(tmp_path, "killed")
     assert interrupted["global_step"] == 9 and interrupted["epoch"] == 0  # the last good checkpoint survived
-    resumed = subprocess.run(_fit_cmd(cifar10_root, "killed", *pause, "--ckpt_path", "last"), cwd=tmp_path,
-                             env=_env(), capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(training_command(cifar10_root, "killed", *pause, "--ckpt_path", "last"), cwd=tmp_path,
+                             env=child_env(), capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint path at" in resumed.stderr + resumed.stdout
     a, b = _final(tmp_path, "straight"), _final(tmp_path, "killed")
@@ -83,12 +73,13 @@ def _val_acc(run_dir: Path) -> list[float]:
     return [v for _, v in read_scalars(run_dir).get("val/acc", [])]
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_ddp_on_two_cpu_processes_agrees_with_one(cifar10_root, tmp_path):
     # A few DDP training steps on 2 CPU processes, then the same checkpoint validated by DDP and by one process:
     # the synced accuracy over the whole split must equal the single-process one (14 validation images, 7 each).
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
            "--trainer.deterministic", "false"]  # fmt: skip
-    fit = subprocess.run(_fit_cmd(cifar10_root, "ddp", *ddp), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    fit = subprocess.run(training_command(cifar10_root, "ddp", *ddp), cwd=tmp_path, env=child_env(), capture_output=True, text=True,
                          timeout=600)  # fmt: skip
     assert fit.returncode == 0, fit.stderr[-3000:]
     runs = sorted((tmp_path / "lightning_logs" / "ddp").glob("version_*"))
@@ -99,8 +90,10 @@ def test_ddp_on_two_cpu_processes_agrees_with_one(cifar10_root, tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] == 5  # 130 images / (2 ranks x 16) per step
     accs = {}
     for name, extra in (("one", ["--trainer.devices", "1"]), ("two", ddp[:4])):
-        cmd = _fit_cmd(cifar10_root, f"val_{name}", *extra, "--ckpt_path", str(last), subcommand="validate")
-        out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+        cmd = training_command(
+            cifar10_root, f"val_{name}", *extra, "--ckpt_path", str(last), subcommand="validate"
+        )
+        out = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         accs[name] = _val_acc(tmp_path / "lightning_logs" / f"val_{name}")
     print(
@@ -109,12 +102,13 @@ def test_ddp_on_two_cpu_processes_agrees_with_one(cifar10_root, tmp_path):
     assert len(accs["one"]) == 1 and accs["one"] == accs["two"]
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_ddp_error_on_one_rank_ends_the_run(cifar10_root, tmp_path):
     fail = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.deterministic", "false",
             "--trainer.callbacks+=tests.helpers.FailOnRank", "--trainer.callbacks.rank=1",
             "--trainer.callbacks.step=2"]  # fmt: skip
     start = time.time()
-    out = subprocess.run(_fit_cmd(cifar10_root, "ddp_fail", *fail), cwd=tmp_path, env=_env(), capture_output=True,
+    out = subprocess.run(training_command(cifar10_root, "ddp_fail", *fail), cwd=tmp_path, env=child_env(), capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert out.returncode != 0
     assert "deliberate failure on rank 1 at step 2" in out.stderr

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
 results_table = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ from cifar_pl.lit import ImageClassifier
 from cifar_pl.models import create_model
 from cifar_pl.models.shake_shake import ShakeShakeResNet, shake
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 
 def _branches(n=6):
@@ -80,14 +80,15 @@ def test_bad_modes_are_refused():
         ShakeShakeResNet(depth=27)
 
 
+@pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_channels_last_and_compile_switches_run_on_cpu(cifar10_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = run_cli(
         "fit",
         "quickstart",
         cifar10_root,
-        "--model.net model_a --model.channels_last true "
-        "--model.compile true --trainer.fast_dev_run true --data.batch_size 8",
+        "--model.net model_a --model.runtime.channels_last true "
+        "--model.runtime.compile true --trainer.fast_dev_run true --data.batch_size 8",
     )
     net = cli.model.net
     assert net.features[0].weight.is_contiguous(memory_format=torch.channels_last)

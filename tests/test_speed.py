@@ -20,10 +20,10 @@ from cifar_pl.lit.schedule import LRMultiplier
 from cifar_pl.lit.tta import tta_logits
 from cifar_pl.models import create_model
 
-from .conftest import CONFIGS, effective_config, run_cli
-from .fake_cuda import PretendCuda
+from .helpers import CONFIGS, effective_config, run_cli
+from .helpers.fake_cuda import PretendCuda
 
-FAST = "--trainer.max_epochs 2 --model.warmup_epochs 0.5 --model.net_kwargs.width 0.25 --data.val_size 24 --data.batch_size 32"
+FAST = "--trainer.max_epochs 2 --model.schedule.warmup_epochs 0.5 --model.net_kwargs.width 0.25 --data.val_size 24 --data.batch_size 32"
 
 
 # ---- the net and its whitening ----
@@ -64,7 +64,7 @@ def test_whiten_from_data_sets_the_filters_once(cifar10_root, tmp_path, monkeypa
     # a new stage from those weights keeps the filters (they are not computed again from other images)
     last = next(tmp_path.glob("lightning_logs/speed/speednet_cpu/version_0/checkpoints/last.ckpt"))
     cli2 = run_cli("fit", "speed/speednet_cpu", cifar10_root,
-                   f"{FAST} --model.init_from {last} --data.split_seed 3 --experiment again")  # fmt: skip
+                   f"{FAST} --model.init.weights {last} --data.split_seed 3 --experiment again")  # fmt: skip
     torch.testing.assert_close(cli2.model.net.whiten.weight, first)
     # the whitening bias trains for bias_epochs epochs only
     cb = WhitenFromData(bias_epochs=1)
@@ -99,7 +99,7 @@ def test_weight_average_is_an_exponential_average_that_starts_at_the_net():
 
 def test_ema_evaluates_with_the_average_and_lookahead_pulls_the_net_back(cifar10_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = "--trainer.max_epochs 2 --model.lr 0.05 --model.ema_decay 0.9 --model.ema_every 2 --data.val_size 24 --data.batch_size 20"
+    args = "--trainer.max_epochs 2 --model.optim.lr 0.05 --model.average.decay 0.9 --model.average.every 2 --data.val_size 24 --data.batch_size 20"
     cli = run_cli("fit", "quickstart", cifar10_root, args)
     model = cli.model.eval()
     assert model.ema is not None and bool(model.ema.started)
@@ -111,14 +111,14 @@ def test_ema_evaluates_with_the_average_and_lookahead_pulls_the_net_back(cifar10
     ckpt = read_checkpoint(tmp_path / "lightning_logs/quickstart/best.ckpt")
     assert any(k.startswith("ema.module.") for k in ckpt.state_dict)
     # lookahead: after an update step the trained weights are the average's
-    cli = run_cli("fit", "quickstart", cifar10_root, f"{args} --model.ema_lookahead true --experiment la")
+    cli = run_cli("fit", "quickstart", cifar10_root, f"{args} --model.average.lookahead true --experiment la")
     net, avg = cli.model.net, cli.model.ema.module
     for a, b in zip(net.parameters(), avg.parameters(), strict=True):
         torch.testing.assert_close(a, b)  # 12 steps: the last one (step 12) updated
-    with pytest.raises(BadValue, match="ema_decay"):
-        ImageClassifier(net="model_a", ema_decay=1.5)
-    with pytest.raises(BadValue, match="ema_every"):
-        ImageClassifier(net="model_a", ema_decay=0.9, ema_every=0)
+    with pytest.raises(BadValue, match="model.average.decay"):
+        ImageClassifier(net="model_a", average={"decay": 1.5})
+    with pytest.raises(BadValue, match="model.average.every"):
+        ImageClassifier(net="model_a", average={"decay": 0.9, "every": 0})
 
 
 # ---- test-time augmentation ----
@@ -144,7 +144,7 @@ def test_tta_averages_the_views_with_the_recipes_weights():
 
 def test_the_classifier_uses_tta_in_evaluation_only():
     torch.manual_seed(0)
-    model = ImageClassifier(net="model_gap", num_classes=10, tta="flip")
+    model = ImageClassifier(net="model_gap", num_classes=10, evaluation={"tta": "flip"})
     x = torch.randn(3, 3, 32, 32)
     model.train()
     torch.manual_seed(1)
@@ -160,8 +160,8 @@ def test_the_classifier_uses_tta_in_evaluation_only():
         model.validation_step((x, torch.zeros(3, dtype=torch.long)), 0)
         model.test_step((x, torch.zeros(3, dtype=torch.long)), 0)
         assert seen == [3, 3, 3]  # one view in validation, two in test
-    with pytest.raises(BadValue, match="model.tta"):
-        ImageClassifier(net="model_a", tta="mirror")
+    with pytest.raises(BadValue, match="model.evaluation.tta"):
+        ImageClassifier(net="model_a", evaluation={"tta": "mirror"})
 
 
 # ---- resident data and alternating flips ----
@@ -240,7 +240,9 @@ def test_linear_schedule_warms_up_from_a_factor_and_falls_in_a_line():
 
 def test_bias_lr_factor_keeps_the_decay_per_step():
     model = ImageClassifier(
-        net="speednet", net_kwargs={"width": 0.25}, lr=0.4, weight_decay=0.005, bias_lr_factor=64
+        net="speednet",
+        net_kwargs={"width": 0.25},
+        optim={"lr": 0.4, "weight_decay": 0.005, "bias_lr_factor": 64},
     )
     groups = {g["name"]: g for g in model._param_groups()}
     assert set(groups) == {"all", "all_norm"}
@@ -261,9 +263,9 @@ def test_sync_every_zero_takes_no_per_step_wait(cifar10_root, tmp_path, monkeypa
     seen = []
     real = torch.isfinite
     monkeypatch.setattr(torch, "isfinite", lambda t: seen.append(1) or real(t))
-    run_cli("fit", "quickstart", cifar10_root, f"{ONE} --model.sync_every 0")
+    run_cli("fit", "quickstart", cifar10_root, f"{ONE} --model.runtime.sync_every 0")
     assert not seen
-    run_cli("fit", "quickstart", cifar10_root, f"{ONE} --model.sync_every 2 --experiment two")
+    run_cli("fit", "quickstart", cifar10_root, f"{ONE} --model.runtime.sync_every 2 --experiment two")
     assert len(seen) == 2  # 3 steps: 0 and 2
 
 
@@ -292,7 +294,40 @@ def test_speed_presets_are_the_recipe():
         cfg = effective_config(CONFIGS / "speed" / f"{name}.yaml")
         assert cfg["data"]["init_args"]["val_size"] == 0 and cfg["data"]["init_args"]["drop_last"] is True
         assert cfg["checkpoint"]["monitor"] is None
-        assert cfg["model"]["weight_decay"] == pytest.approx(1.33e-3)
-        assert cfg["model"]["channels_last"] is True  # the recipe's memory format (NCHW: 1.6x a step's cost)
-        per_image_lr = cfg["model"]["lr"] / cfg["data"]["init_args"]["batch_size"]
+        assert cfg["model"]["optim"]["weight_decay"] == pytest.approx(1.33e-3)
+        assert (
+            cfg["model"]["runtime"]["channels_last"] is True
+        )  # the recipe's memory format (NCHW: 1.6x a step)
+        per_image_lr = cfg["model"]["optim"]["lr"] / cfg["data"]["init_args"]["batch_size"]
         assert per_image_lr == pytest.approx(1.5 / 1024)
+
+
+def test_the_weight_average_is_torchs_ema_update_by_update():
+    """WeightAverage against torch.optim.swa_utils.AveragedModel + get_ema_multi_avg_fn (the reference) on the
+    same net and updates: every floating parameter and BatchNorm statistic equal after each update; integer buffers
+    are copied here (torch averages them)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from cifar_pl.lit.average import WeightAverage
+    from cifar_pl.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("speednet", width=0.25)
+    ours = WeightAverage(net)
+    theirs = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.8), use_buffers=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(5):
+        loss = (
+            net(torch.randn(8, 3, 32, 32)).logsumexp(1).mean()
+        )  # a training step moves weights and BN stats
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ours.update(net, 0.8)
+        theirs.update_parameters(net)
+        a = dict(ours.module.state_dict())
+        for key, value in theirs.module.state_dict().items():
+            if value.is_floating_point():
+                torch.testing.assert_close(a[key], value, rtol=0, atol=1e-6, msg=key)
+            else:
+                assert torch.equal(a[key], dict(net.state_dict())[key]), key

@@ -14,9 +14,9 @@ import yaml
 from cifar_pl.lit.schedule import LRMultiplier
 from cifar_pl.viz.curves import read_scalars
 
-from .conftest import effective_config, run_cli
+from .helpers import effective_config, run_cli
 
-BASE = ("--experiment a --data.batch_size 16 --model.scheduler cosine --model.lr 0.05 --model.warmup_epochs 0 "
+BASE = ("--experiment a --data.batch_size 16 --model.schedule.name cosine --model.optim.lr 0.05 --model.schedule.warmup_epochs 0 "
         "--trainer.log_every_n_steps 1 --test_after_fit false --data.augment none")  # fmt: skip
 STEPS_PER_EPOCH = 9  # 130 training images of the small CIFAR folder, batches of 16
 
@@ -49,20 +49,23 @@ def test_a_new_stage_uses_the_new_values_continues_the_counters_and_lists_the_ch
     cwd = stage_a
     last = cwd / "lightning_logs" / "a" / "version_0" / "checkpoints" / "last.ckpt"
     before = torch.load(last, weights_only=True)["state_dict"]
-    extra = (f"{BASE} --ckpt_path {last} --model.lr 0.005 --trainer.max_epochs 4 "
+    extra = (f"{BASE} --ckpt_path {last} --model.optim.lr 0.005 --trainer.max_epochs 4 "
              "--trainer.callbacks+ cifar_pl.callbacks.BatchNormEval")  # fmt: skip
     with caplog.at_level("INFO"):
         cli = run_cli("fit", "quickstart", cifar10_root, extra, cwd=cwd)
     said = caplog.text
-    assert f"new stage from {last}: changed model.lr 0.05 -> 0.005" in said and "trainer.callbacks" in said
+    assert (
+        f"new stage from {last}: changed model.optim.lr 0.05 -> 0.005" in said and "trainer.callbacks" in said
+    )
     assert "counters continue at epoch 2, step 18" in said
     run = cwd / "lightning_logs" / "a" / "version_1"  # a new folder; the first stage's is left as it was
     stage = json.loads((run / "stage.json").read_text())
     assert stage["start_epoch"] == 2 and stage["start_step"] == 18
-    assert {c["key"] for c in stage["changes"]} == {"model.lr", "trainer.callbacks"}
+    assert stage["parent_run"] == "../version_0"  # relative: moving lightning_logs keeps the link
+    assert {c["key"] for c in stage["changes"]} == {"model.optim.lr", "trainer.callbacks"}
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (
-        saved["model"]["lr"] == 0.005 and cli.model.hparams.lr == 0.005
+        saved["model"]["optim"]["lr"] == 0.005 and cli.model.optim.lr == 0.005
     )  # the command line was not overridden
     assert cli.trainer.current_epoch == 4 and cli.trainer.global_step == 4 * STEPS_PER_EPOCH
     # the new optimiser and schedule: cosine from 0.005 over the stage's 18 steps, logged on the joined axis
@@ -114,19 +117,20 @@ def test_restarted_counters_and_a_stage_that_would_train_nothing(stage_a, cifar1
     with pytest.raises(
         ValueError, match="continues last.ckpt's counters at epoch 2, so trainer.max_epochs 2"
     ):
-        run_cli("fit", "quickstart", cifar10_root, f"{BASE} --ckpt_path {last} --model.lr 0.01 --trainer.max_epochs 2",
+        run_cli("fit", "quickstart", cifar10_root, f"{BASE} --ckpt_path {last} --model.optim.lr 0.01 --trainer.max_epochs 2",
                 cwd=cwd)  # fmt: skip
-    extra = f"{BASE} --ckpt_path {last} --model.lr 0.01 --trainer.max_epochs 1 --stage_counters restart --experiment c"
+    extra = f"{BASE} --ckpt_path {last} --model.optim.lr 0.01 --trainer.max_epochs 1 --stage_counters restart --experiment c"
     cli = run_cli("fit", "quickstart", cifar10_root, extra, cwd=cwd)
     assert cli.trainer.global_step == STEPS_PER_EPOCH and cli.trainer.current_epoch == 1
-    with pytest.raises(ValueError, match="give either --ckpt_path .* or model.init_from"):
-        run_cli("fit", "quickstart", cifar10_root, f"{extra} --model.init_from {last}", cwd=cwd)
+    with pytest.raises(ValueError, match="give either --ckpt_path .* or model.init.weights"):
+        run_cli("fit", "quickstart", cifar10_root, f"{extra} --model.init.weights {last}", cwd=cwd)
 
 
 def test_warmup_rises_every_step_even_when_the_schedule_moves_per_epoch():
     # configs/resnet110.yaml on the full CIFAR-10 (352 steps an epoch): 0.01 for 400 iterations, then 0.1
     config = Path(__file__).parents[1] / "configs" / "resnet110.yaml"
-    cfg = effective_config(config)["model"]  # the family's base plus the file's overrides
+    model = effective_config(config)["model"]  # the family's base plus the file's overrides
+    cfg = {**model["schedule"], "lr": model["optim"]["lr"]}
     steps = 352
     f = LRMultiplier("multistep", total_steps=182 * steps, steps_per_epoch=steps, per_epoch=True,
                      warmup_steps=round(cfg["warmup_epochs"] * steps), warmup_mode=cfg["warmup_mode"],
@@ -145,4 +149,4 @@ def test_an_argument_added_since_the_checkpoint_counts_as_its_default():
     assert differences(old, new) == []  # a checkpoint from before these existed trained with their defaults
     new["model"]["rho"] = 0.5
     new["model"]["label_smoothing"] = 0.1
-    assert differences(old, new) == [("model.label_smoothing", None, 0.1), ("model.rho", None, 0.5)]
+    assert differences(old, new) == [("model.label_smoothing", None, 0.1), ("model.optim.rho", None, 0.5)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import largest_difference, run_cli, write_photo_folder
+from .helpers import largest_difference, run_cli, write_photo_folder
 
 SIGNAL = "--trainer.callbacks+=tests.helpers.SignalAt"
 # 130 training images in batches of 16: 9 steps per epoch, 27 in 3 epochs; 14 validation images in batches of 4

@@ -13,7 +13,7 @@ from cifar_pl.callbacks import BatchNormEval, FreezeBackbone, batchnorm_layers, 
 from cifar_pl.lit import ImageClassifier
 from cifar_pl.models import create_model
 
-from .conftest import CONFIGS, run_cli
+from .helpers import CONFIGS, run_cli
 
 TRANSFER_CONFIGS = sorted((CONFIGS / "transfer").glob("*.yaml"))
 
@@ -67,12 +67,13 @@ class _Probe(pl.Callback):
         self.bn_eval_after_val.append(all(not bn.training for bn in batchnorm_layers(pl_module.net)))
 
 
-def _fit(photo_root, callbacks, epochs=2, net="model_gap", **model_kwargs):
+def _fit(photo_root, callbacks, epochs=2, net="model_gap", body_lr_factor=1.0):
     from cifar_pl.data import ImageFolderDataModule
 
     pl.seed_everything(0)
     dm = ImageFolderDataModule(str(photo_root), image_size=16, batch_size=16)
-    model = ImageClassifier(net=net, num_classes=3, lr=0.05, weight_decay=5e-4, **model_kwargs)
+    model = ImageClassifier(net=net, num_classes=3, optim={"lr": 0.05, "weight_decay": 5e-4,
+                                                           "body_lr_factor": body_lr_factor})  # fmt: skip
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -147,15 +148,17 @@ def test_init_from_another_class_count_loads_the_body_and_a_new_head(cifar_stage
     assert best.is_symlink() and best.resolve().is_file()
     saved = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     assert saved["net.classifier.weight"].shape == (3, 64)
-    model = ImageClassifier(net="base_cnn", num_classes=2, init_from=str(best), init_strict=False)
+    model = ImageClassifier(net="base_cnn", num_classes=2, init={"weights": str(best), "strict": False})
     with pytest.warns(UserWarning, match=r"skipped classifier.weight \(shape \(3, 64\) vs \(2, 64\)\)"):
         model.setup("fit")
     for k, v in model.net.state_dict().items():
         if not k.startswith("classifier."):
             assert torch.equal(v, saved[f"net.{k}"]), k
     assert model.net.classifier.weight.shape == (2, 64)
-    with pytest.raises(ValueError, match="trained for another number of classes; set init_strict: false"):
-        ImageClassifier(net="base_cnn", num_classes=2, init_from=str(best)).setup("fit")
+    with pytest.raises(
+        ValueError, match="trained for another number of classes; set model.init.strict: false"
+    ):
+        ImageClassifier(net="base_cnn", num_classes=2, init={"weights": str(best)}).setup("fit")
 
 
 def test_frozen_stage_resumes_with_ckpt_path_frozen_and_from_its_epoch(cifar_stage, photo_root, monkeypatch):
@@ -163,7 +166,7 @@ def test_frozen_stage_resumes_with_ckpt_path_frozen_and_from_its_epoch(cifar_sta
     best = cifar_stage / "lightning_logs" / "stage1" / "best.ckpt"
     common = (
         f"--experiment stage2 --data.batch_size 16 --data.classes [cat,owl] "
-        f"--model.init_from {best} --test_after_fit false"
+        f"--model.init.weights {best} --test_after_fit false"
     )
     first = run_cli("fit", "transfer/2_cifar_frozen", photo_root, common + " --trainer.max_epochs 2")
     assert first.trainer.current_epoch == 2
@@ -186,10 +189,12 @@ def test_every_transfer_config_fast_dev_run(config, photo_root, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     cfg = yaml.safe_load(config.read_text())
     extra = "--trainer.fast_dev_run true --data.batch_size 4 --data.image_size 32"
-    if cfg["model"].get("init_from"):  # an earlier stage's weights: a 10-class net of the same kind
+    if (cfg["model"].get("init") or {}).get(
+        "weights"
+    ):  # an earlier stage's weights: a 10-class net of the same kind
         path = tmp_path / "earlier.pt"
         torch.save(create_model(cfg["model"]["net"], num_classes=10).state_dict(), path)
-        extra += f" --model.init_from {path} --model.init_strict false"
+        extra += f" --model.init.weights {path} --model.init.strict false"
     cli = run_cli("fit", config, photo_root, extra)
     assert cli.model.class_names == ["cat", "dog", "owl"]
     # no test_size or test_dir: test scores the validation split, and its metrics say so

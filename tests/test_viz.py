@@ -12,14 +12,14 @@ import torch.nn as nn
 from PIL import Image
 
 from cifar_pl.checkpoints import read_checkpoint
+from cifar_pl.evaluation import Evaluation, class_activation_map, evaluate, per_class_table, upsample
 from cifar_pl.inference import Predictor
 from cifar_pl.models import ClassifierNet, GlobalAvgPoolHead, create_model
 from cifar_pl.predict import predict as predict_main
 from cifar_pl.viz.__main__ import run as viz_main
-from cifar_pl.viz.analysis import Evaluation, class_activation_map, evaluate, per_class_table, upsample
 from cifar_pl.viz.curves import read_scalars
 
-from .conftest import PHOTO_COLOURS, run_cli, write_photo
+from .helpers import PHOTO_COLOURS, run_cli, write_photo
 
 
 class _ColourNet(ClassifierNet):
@@ -201,33 +201,43 @@ def test_curves_read_per_epoch_and_test_pictures_reach_tensorboard(trained):
         acc = EventAccumulator(str(events), size_guidance={"images": 0})
         acc.Reload()
         tags |= set(acc.Tags()["images"])
-    assert {"test/confusion", "test/mistakes", "test/cams", "test/channels"} <= tags
+    # the photo folder has no test split: its validation split is scored, and the pictures say so as the metrics do
+    assert {
+        "test_on_val/confusion",
+        "test_on_val/mistakes",
+        "test_on_val/cams",
+        "test_on_val/channels",
+    } <= tags
 
 
 def test_the_report_ranks_mistakes_by_the_test_pass_own_logits(trained, tmp_path):
     """The test pass keeps its logits (with its TTA views), so the gallery needs no second pass over the test set:
-    they equal a fresh evaluation, and the report draws everything with the model's forward disabled."""
+    they equal a fresh evaluation, and the report forwards only its 8-image check. Logits of other images (a test
+    on another loader with the same labels) fail the check and the report makes its own pass."""
     import pytorch_lightning as pl
 
-    from cifar_pl.callbacks import TestReport
+    from cifar_pl.callbacks import EndOfTestReport
 
     _, ckpt, _ = trained
     saved = read_checkpoint(ckpt)
     model, dm = saved.build_model(), saved.build_datamodule()
-    model.hparams.tta = "flip"  # two views: the kept logits must be the views' mean, as the test scored them
+    model.evaluation.tta = (
+        "flip"  # two views: the kept logits must be the views' mean, as the test scored them
+    )
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path)  # fmt: skip
     trainer.test(model, datamodule=dm, verbose=False)
     logits, labels = model.test_outputs
-    images = dm.test_set.take(slice(0, len(dm.test_set)))
-    assert torch.equal(labels, dm.test_set.labels)
+    n = len(dm.test_set)
+    images = dm.test_set.take(slice(0, n))
+    assert torch.equal(labels, dm.test_set.labels) and n > 8
     fresh = evaluate(model.eval(), dm.normalize, images, dm.test_set.labels)
     torch.testing.assert_close(logits.softmax(1), fresh.probs, atol=1e-5, rtol=1e-4)
     assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(
         trainer.callback_metrics["test_on_val/acc"].item()
     )
 
-    figures = {}
+    figures, seen = {}, []
 
     class _Logger(pl.loggers.TensorBoardLogger):
         @property
@@ -236,11 +246,20 @@ def test_the_report_ranks_mistakes_by_the_test_pass_own_logits(trained, tmp_path
                 "W", (), {"add_figure": lambda _, tag, fig, global_step=0: figures.__setitem__(tag, fig)}
             )()
 
-    def no_second_pass(*args, **kwargs):
-        raise AssertionError("the report ran the model over the test set again")
+    forward = model.forward
 
-    model.forward = no_second_pass
+    def counted(x, *args, **kwargs):
+        seen.append(len(x))
+        return forward(x, *args, **kwargs)
+
+    model.forward = counted
     fake = type("T", (), {"datamodule": dm, "loggers": [_Logger(str(tmp_path))], "sanity_checking": False,
                           "global_step": 3})()  # fmt: skip
-    TestReport(n_cams=2, n_mistakes=4).on_test_end(fake, model)
-    assert {"test/confusion", "test/mistakes"} <= set(figures)
+    EndOfTestReport(n_cams=2, n_mistakes=4).on_test_end(fake, model)
+    assert {"test_on_val/confusion", "test_on_val/mistakes"} <= set(figures)
+    assert sum(seen) == 8  # the check only, not a pass over the test set
+    # logits of other images with the same labels: refused, the report runs its own pass
+    model.test_outputs = (torch.randn_like(logits), labels)
+    seen.clear()
+    EndOfTestReport(n_cams=2, n_mistakes=4).on_test_end(fake, model)
+    assert sum(seen) == 8 + n

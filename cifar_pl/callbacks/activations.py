@@ -3,7 +3,6 @@ steps, for the "internal covariate shift" experiments (Ioffe & Szegedy 2015, fig
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from ..checks import check_number
+from ..runs import ACTIVATION_FIELDS as FIELDS
+from ..runs import write_activation_stats
 
 NONLINEARITIES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh)
 QUANTILES = (0.15, 0.5, 0.85)  # the percentiles Ioffe & Szegedy draw
-FIELDS = ("step", "mean", "std", "p15", "p50", "p85")
-HISTORY_FILE = "activation_stats.json"
 
 
 def spread(items: list, n: int) -> list:
@@ -122,11 +121,8 @@ class ActivationStats(pl.Callback):
     def _write(self, trainer: pl.Trainer) -> None:
         log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger else None
         if log_dir and self.history:
-            path = Path(log_dir) / HISTORY_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"fields": list(FIELDS), "layers": self.history}))
-            tmp.replace(path)
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            write_activation_stats(Path(log_dir), self.history)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)

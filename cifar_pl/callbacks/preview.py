@@ -19,7 +19,7 @@ class DataPreview(pl.Callback):
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if logger is None or dm is None or not hasattr(dm, "augment_examples"):
             return
-        from ..viz.augment import preview_figures
+        from ..figures.augment import preview_figures  # deferred: matplotlib, only when a picture is drawn
 
         for name, fig in preview_figures(dm, self.n_images, self.draws).items():
             logger.experiment.add_figure(f"data/{name}", fig, global_step=0)

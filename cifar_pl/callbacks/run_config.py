@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from ..checkpoints import RUN_CONFIG_KEY
+from ..weights_io import RUN_CONFIG_KEY
 
 
 class RunConfig(pl.Callback):

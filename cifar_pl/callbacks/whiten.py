@@ -12,7 +12,7 @@ from ..errors import BadValue
 class WhitenFromData(pl.Callback):
     """At the start of a run's first fit, set the net's whitening filters (``net.init_whitening``) from the first
     ``n_images`` training images, normalised as training normalises them; a net whose filters were set already (a
-    resumed run, a new stage, weights from ``init_from``) keeps them. The whitening layer's bias trains for the
+    resumed run, a new stage, weights from ``init.weights``) keeps them. The whitening layer's bias trains for the
     first ``bias_epochs`` epochs only (None: throughout)."""
 
     def __init__(self, n_images: int = 5000, bias_epochs: int | None = 3):

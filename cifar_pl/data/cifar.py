@@ -13,7 +13,7 @@ from ..checks import check_choice, check_number
 from ..errors import BadFile, MissingFile
 from ._registry import register_datamodule
 from .base import InMemoryImageDataModule
-from .corrupt import Corruption, apply_corruption, channel_stats, pixel_permutation
+from .corrupt import Corruption, apply_corruption, channel_stats_255, pixel_permutation
 from .identity import digest
 from .tensor_dataset import TensorImageDataset, seeded_split
 
@@ -211,7 +211,7 @@ class CIFARDataModule(InMemoryImageDataModule):
                                       "split": digest(train_idx, val_idx)}  # fmt: skip
         train = full.subset(train_idx)
         # Zhang's Gaussian images match the clean training split's statistics, in every corrupted split.
-        self._gauss_stats = channel_stats(train.images) if self.corrupt == "gaussian" else None
+        self._gauss_stats = channel_stats_255(train.images) if self.corrupt == "gaussian" else None
         train = self._corrupted(train, self.corrupt_seed)
         val = full.subset(val_idx)
         return train, (self._corrupted(val, self.corrupt_seed + 1) if self.corrupt_val else val)

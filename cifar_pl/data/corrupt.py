@@ -10,10 +10,9 @@ from typing import Literal
 
 import torch
 
-from ..checks import check_choice, check_number, choices
+from ..checks import check_choice, check_number
 
 Corruption = Literal["none", "labels", "shuffled_pixels", "random_pixels", "gaussian", "gaussian_per_image"]
-CORRUPTIONS = choices(Corruption)
 
 
 def corrupt_labels(labels: torch.Tensor, p: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -47,7 +46,7 @@ def random_pixels(images: torch.Tensor, gen: torch.Generator, chunk: int = 4096)
     return out
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats_255(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation (0-255 units) over every pixel of every image of a uint8 set."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -68,7 +67,7 @@ def gaussian_images(
 ) -> torch.Tensor:
     """Each image replaced by i.i.d. Gaussian pixels with the per-channel mean and standard deviation ``stats``
     (Zhang et al.: the dataset's; by default those of ``images``), rounded and clipped to uint8."""
-    mean, std = stats if stats is not None else channel_stats(images)
+    mean, std = stats if stats is not None else channel_stats_255(images)
     mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
     out = torch.empty_like(images)
     for i in range(0, len(images), chunk):

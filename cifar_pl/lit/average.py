@@ -1,4 +1,11 @@
-"""A moving average of a net's weights, for evaluation (EMA) or pulled back into the net (lookahead)."""
+"""A moving average of a net's weights, for evaluation (EMA) or pulled back into the net (lookahead).
+
+Why not ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, which computes the same average
+(tests/test_speed.py checks ours against it, update by update): its ``update_parameters`` reads its step counter
+on the host at every update (``bool(self.n_averaged == 0)``, a wait for the GPU each time, which the speed preset
+avoids at every step), takes one fixed decay (the speed recipes ramp it with the run's progress), averages integer
+buffers (BatchNorm's step count) as if they were weights, and took 0.23 ms per update against 0.13 ms here for the
+CPU speed net (``OMP_NUM_THREADS=1``, median of 200 updates, speednet width 0.25, 2026-12-01)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -14,27 +14,17 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from ..checks import check_choice, check_class_names, check_number
+from ..checks import check_class_names, check_number
 from ..errors import BadValue, TrainingDiverged
-from ..models import (
-    WeightInit,
-    create_model,
-    get_cfg,
-    init_weights,
-    load_weights,
-    norm_parameters,
-    split_parameters,
-)
+from ..models import create_model, get_cfg, init_weights, load_weights, norm_parameters, split_parameters
 from .average import WeightAverage
 from .optim import KerasRMSprop
-from .schedule import LRMultiplier, PlannedLR, Scheduler, WarmupMode, milestone_factors
+from .options import GROUPS, Average, Evaluation, Init, Optim, Runtime, Schedule
+from .schedule import LRMultiplier, PlannedLR, milestone_factors
 from .tta import tta_logits
 
 STAGES = ("train", "val", "test")
-Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "rmsprop_keras"]
 KERAS_RMSPROP_EPS = 1e-7  # Keras' epsilon (torch's RMSprop default is 1e-8)
-TTA = Literal["none", "flip", "flip_translate"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class ImageClassifier(pl.LightningModule):
@@ -45,58 +35,20 @@ class ImageClassifier(pl.LightningModule):
         net_kwargs: extra arguments of that net's constructor.
         num_classes: classifier width; linked from ``data.num_classes`` by the CLI.
         class_names: names of the classes, kept in the checkpoint; linked from ``data.classes``.
-        optimizer: ``sgd``, ``adam``, ``adamw``, ``rmsprop`` (torch's: divides by ``sqrt(v) + 1e-8``) or
-            ``rmsprop_keras`` (Keras' RMSprop, the default optimiser of Keras' ``compile()``: divides by
-            ``sqrt(v + 1e-7)``, decoupled weight decay; Keras' default LR is 0.001).
-        lr: peak learning rate (after warmup).
-        momentum, nesterov: SGD only.
-        betas: Adam/AdamW only.
-        rho: RMSprop only: decay of the mean squared gradient (Keras' ``rho``, torch's ``alpha``).
-        rmsprop_momentum: RMSprop only.
-        weight_decay: L2 (SGD, Adam, RMSprop) or decoupled (AdamW, and ``rmsprop_keras`` as Keras decays:
-            ``w -= lr * weight_decay * w``) weight decay.
-        no_decay_bn_bias: exempt BatchNorm weights and all biases (every 1-d parameter) from weight decay.
-        body_lr_factor: LR of everything but the final classifier relative to ``lr`` (e.g. 0.1 to fine-tune a
-            pretrained body gently while a new head learns fast). Frozen parameters (``FreezeBackbone``) stay
-            in the optimiser without gradients, so unfreezing later needs no new parameter group.
-        scheduler: ``constant``, ``multistep``, ``cosine``, ``linear`` (down to ``min_lr``) or ``onecycle``
-            (torch's OneCycleLR curve).
-        interval: ``step``: cosine/multistep move every optimiser step; ``epoch``: only at epoch starts. Warmup
-            always rises per step, and one-cycle is always per step.
-        warmup_epochs: warmup length in epochs (fractions allowed); for onecycle, its rising part.
-        warmup_mode: ``linear`` (from ``warmup_factor`` to 1) or ``constant`` (``warmup_factor`` throughout, as
-            He et al. warm ResNet-110 up at 0.01 before 0.1).
-        warmup_factor: see ``warmup_mode``.
-        milestones: epochs (counted from the stage's first epoch) at which ``multistep`` multiplies the LR by
-            ``gamma``: one factor, or a list with one factor per milestone.
-        min_lr: where ``cosine`` ends.
-        cycle_momentum: one-cycle only: [low, high] momentum (Adam: beta1) cycled against the LR, high at both
-            ends (torch's OneCycleLR uses [0.85, 0.95]); null keeps ``momentum`` fixed.
+        image_size: the side of the images the data hands out; linked from ``data.image_size`` by the CLI. A net
+            whose head is built for one size (``NetCfg.sized``: the flatten-head CNNs) is built for this one; the
+            checkpoint keeps it, and prediction resizes to it.
         label_smoothing: of the cross-entropy loss.
-        bias_lr_factor: LR of the normalisation layers' parameters (BatchNorm scales and shifts) relative to
-            ``lr``, with their weight decay divided by the same factor so the decay per step stays the same (the
-            speed recipes use 64 for BatchNorm; airbench's other biases, the whitening conv's, stay in the base
-            group).
-        ema_decay: keep an exponential moving average of the net's weights (and BN statistics), updated every
-            ``ema_every`` steps with this decay, and validate, test and predict with it. None: no average.
-        ema_ramp: the decay grows from 0 to ``ema_decay`` as (progress of the run) ** ``ema_ramp`` (0: constant;
-            the speed recipes use 3, so the average follows the net closely early on).
-        ema_lookahead: copy the average back into the trained net at each update (lookahead, as the speed
-            recipes do), instead of only evaluating with it.
-        tta: test-time augmentation of test and prediction: ``flip`` averages the logits of each image and its
-            mirror; ``flip_translate`` also of both shifted by one pixel diagonally (6 views). Validation stays
-            one view (it runs every epoch and picks the best checkpoint; the test score is the TTA one).
-        sync_every: the per-step checks that wait for the device (the non-finite loss check, the progress bar's
-            step loss) every N steps (0: never), so a fast GPU loop does not stall on each step.
-        weight_init: ``default`` (the net's own start: torch's layer defaults) or ``keras`` (Glorot-uniform
-            kernels and zero biases in every conv and linear layer, as Keras' Conv2D/Dense start).
-        init_from: start the net from this weights file (our checkpoint or a plain state dict).
-        init_strict: with ``init_from``, require every name and shape to fit; if false, load what fits
-            and list the rest.
-        channels_last: keep the net's weights and inputs in NHWC memory format (faster convolutions with
-            tensor cores under bf16/fp16 on recent GPUs).
-        compile: compile the net's forward with ``torch.compile`` (the first steps are slow while it compiles).
-        compile_mode: ``torch.compile`` mode: None (default), ``reduce-overhead``, ``max-autotune``, ...
+        optim: the optimiser (``cifar_pl.lit.options.Optim``: ``model.optim.name``, ``.lr``, ``.weight_decay``, ...).
+        schedule: the LR schedule (``Schedule``: ``model.schedule.name``, ``.warmup_epochs``, ...).
+        average: the weight average that evaluation uses (``Average``: ``model.average.decay``, ...).
+        evaluation: test-time augmentation (``Evaluation``: ``model.evaluation.tta``).
+        runtime: memory format, compilation, device waits (``Runtime``: ``model.runtime.compile``, ...).
+        init: where the weights start (``Init``: ``model.init.scheme``, ``.weights``, ``.strict``).
+
+    Each group checks its own values and declares which of them an exact resume may change
+    (``cifar_pl.lit.options``). Checkpoints and configs written with the earlier flat keys (``model.lr``, ...)
+    still work: ``cifar_pl.renames`` maps them and says the new key.
     """
 
     def __init__(
@@ -105,54 +57,44 @@ class ImageClassifier(pl.LightningModule):
         net_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         class_names: list[str] | None = None,
-        optimizer: Optimizer = "sgd",
-        lr: float = 0.05,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        rho: float = 0.9,
-        rmsprop_momentum: float = 0.0,
-        weight_decay: float = 5e-4,
-        no_decay_bn_bias: bool = False,
-        body_lr_factor: float = 1.0,
-        scheduler: Scheduler = "cosine",
-        interval: Literal["step", "epoch"] = "step",
-        warmup_epochs: float = 0.0,
-        warmup_mode: WarmupMode = "linear",
-        warmup_factor: float = 0.0,
-        milestones: list[int] | None = None,
-        gamma: float | list[float] = 0.1,
-        min_lr: float = 0.0,
-        cycle_momentum: tuple[float, float] | None = None,
+        image_size: int | None = None,
         label_smoothing: float = 0.0,
-        bias_lr_factor: float = 1.0,
-        ema_decay: float | None = None,
-        ema_every: int = 1,
-        ema_ramp: float = 0.0,
-        ema_lookahead: bool = False,
-        tta: TTA = "none",
-        sync_every: int = 1,
-        weight_init: WeightInit = "default",
-        init_from: str | None = None,
-        init_strict: bool = True,
-        channels_last: bool = False,
-        compile: bool = False,
-        compile_mode: CompileMode | None = None,
+        optim: Optim = Optim(),  # noqa: B008  (copied by Optim.of: never shared between modules)
+        schedule: Schedule = Schedule(),  # noqa: B008
+        average: Average = Average(),  # noqa: B008
+        evaluation: Evaluation = Evaluation(),  # noqa: B008
+        runtime: Runtime = Runtime(),  # noqa: B008
+        init: Init = Init(),  # noqa: B008
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.optim, self.schedule, self.average = Optim.of(optim), Schedule.of(schedule), Average.of(average)
+        self.evaluation, self.runtime, self.init = (
+            Evaluation.of(evaluation),
+            Runtime.of(runtime),
+            Init.of(init),
+        )
+        # hyper-parameters hold plain values (checkpoints are read with weights_only)
+        for group in GROUPS:
+            self.hparams[group.KEY] = getattr(self, group.KEY).plain()
         self._check_arguments()
-        self.net = init_weights(create_model(net, num_classes=num_classes, **(net_kwargs or {})), weight_init)
+        self.net = init_weights(
+            create_model(net, num_classes=num_classes, **self._net_kwargs(net, net_kwargs, image_size)),
+            self.init.scheme,
+        )
         # a copy whose weights follow the net's; evaluation uses it
-        self.ema: WeightAverage | None = WeightAverage(self.net) if ema_decay is not None else None
+        self.ema: WeightAverage | None = WeightAverage(self.net) if self.average.decay is not None else None
         self.class_names = list(class_names) if class_names is not None else None
-        self._weights_loaded = init_from is None
-        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._weights_loaded = self.init.weights is None
+        self._memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
         self._compiled = False
         # Where this run's stage began (a new stage from `fit --ckpt_path` continues the counters of its parent);
         # the schedule's horizon counts from here. Saved in every checkpoint.
         self.stage: dict[str, Any] = {"start_epoch": 0, "start_step": 0, "parent": None}
-        side = getattr(self.net, "fixed_input_size", None) or (get_cfg(net, net_kwargs).input_size,) * 2
+        side = (
+            getattr(self.net, "fixed_input_size", None)
+            or (image_size or get_cfg(net, net_kwargs).input_size,) * 2
+        )
         self.example_input_array = torch.zeros(2, 3, *side)  # lets the model summary show shapes
 
         top_k = min(5, num_classes)
@@ -167,11 +109,26 @@ class ImageClassifier(pl.LightningModule):
         # Accumulated in test_step; computed (a collective under DDP) at the end of the test epoch for the report.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_matrix: torch.Tensor | None = None
-        #: (logits, labels) of the last test pass in the test set's order, one process only (else None)
+        #: (logits, labels) of the last test pass, in its loader's order; one process only (else None)
         self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._epoch_start: float | None = None
         self.best_val_acc: float | None = None  # TensorBoard's hp_metric; kept in checkpoints
+
+    @staticmethod
+    def _net_kwargs(net: str, net_kwargs: dict[str, Any] | None, image_size: int | None) -> dict[str, Any]:
+        """The net's arguments; a net built for one image size (``NetCfg.sized``) gets the data's."""
+        kwargs = dict(net_kwargs or {})
+        if image_size is None or not get_cfg(net, kwargs).sized:
+            return kwargs
+        given = kwargs.get("input_size")
+        if given is not None and given != image_size:
+            raise BadValue(
+                f"model.net_kwargs.input_size {given} is not the data's image size {image_size}: drop "
+                f"net_kwargs.input_size ({net} is built for the data's size) or change data.image_size"
+            )
+        kwargs["input_size"] = image_size
+        return kwargs
 
     def _check_arguments(self) -> None:
         """Every argument in its range, named, at construction (not at the first step)."""
@@ -181,61 +138,22 @@ class ImageClassifier(pl.LightningModule):
             check_class_names("model.class_names", hp.class_names)
             if len(hp.class_names) != hp.num_classes:
                 raise BadValue(f"{len(hp.class_names)} class_names for num_classes={hp.num_classes}")
-        check_choice("model.optimizer", hp.optimizer, Optimizer)
-        check_choice("model.weight_init", hp.weight_init, WeightInit)
         weight_args = get_cfg(hp.net, hp.net_kwargs).weight_args or {}
         loads = [k for k, off in weight_args.items() if (hp.net_kwargs or {}).get(k, off) != off]
-        if hp.weight_init != "default" and loads:
+        if self.init.scheme != "default" and loads:
             raise BadValue(
-                f"model.weight_init {hp.weight_init} would overwrite the weights that net_kwargs.{loads[0]} loads; "
+                f"model.init.scheme {self.init.scheme} would overwrite the weights that net_kwargs.{loads[0]} loads; "
                 f"drop one of them"
             )
-        check_choice("model.scheduler", hp.scheduler, Scheduler)
-        check_choice("model.interval", hp.interval, ("step", "epoch"))
-        check_choice("model.warmup_mode", hp.warmup_mode, WarmupMode)
-        if hp.compile_mode is not None:
-            check_choice("model.compile_mode", hp.compile_mode, CompileMode)
-        check_number("model.lr", hp.lr, 0, None)
-        check_number("model.momentum", hp.momentum, 0, 1, hi_open=True)
-        check_number("model.rho", hp.rho, 0, 1, hi_open=True)
-        check_number("model.rmsprop_momentum", hp.rmsprop_momentum, 0, 1, hi_open=True)
-        for i, b in enumerate(hp.betas):
-            check_number(f"model.betas[{i}]", b, 0, 1, hi_open=True)
-        check_number("model.weight_decay", hp.weight_decay, 0, 1)
-        check_number("model.body_lr_factor", hp.body_lr_factor, 0, None)
-        check_number("model.warmup_epochs", hp.warmup_epochs, 0, None)
-        check_number("model.warmup_factor", hp.warmup_factor, 0, 1, lo_open=hp.warmup_mode == "constant")
-        check_number("model.min_lr", hp.min_lr, 0, max(hp.lr, 0))
         check_number("model.label_smoothing", hp.label_smoothing, 0, 1, hi_open=True)
-        check_number("model.bias_lr_factor", hp.bias_lr_factor, 0, None, lo_open=True)
-        if hp.ema_decay is not None:
-            check_number("model.ema_decay", hp.ema_decay, 0, 1, lo_open=True, hi_open=True)
-        check_number("model.ema_every", hp.ema_every, 1, integer=True)
-        check_number("model.ema_ramp", hp.ema_ramp, 0, 10)
-        check_choice("model.tta", hp.tta, TTA)
-        check_number("model.sync_every", hp.sync_every, 0, integer=True)
-        milestones = list(hp.milestones or [])
-        for m in milestones:
-            check_number("model.milestones", m, 1, integer=True)
-        if milestones != sorted(set(milestones)):
-            raise BadValue(f"model.milestones must rise, each once: got {milestones}")
-        gammas = hp.gamma if isinstance(hp.gamma, (list, tuple)) else [hp.gamma]
-        for g in gammas:
-            check_number("model.gamma", g, 0, None, lo_open=True)
-        if isinstance(hp.gamma, (list, tuple)) and len(hp.gamma) != len(milestones):
-            raise BadValue(
-                f"model.gamma lists {len(hp.gamma)} factors for {len(milestones)} milestones; give one per milestone"
-            )
-        if hp.scheduler == "multistep" and not milestones:
-            raise BadValue("model.scheduler multistep needs model.milestones (epochs at which the LR drops)")
-        if hp.cycle_momentum is not None:
-            low, high = hp.cycle_momentum
-            check_number("model.cycle_momentum[0]", low, 0, 1, hi_open=True)
-            check_number("model.cycle_momentum[1]", high, low, 1, hi_open=True)
-            if hp.scheduler != "onecycle":  # e.g. a one-cycle config run with --model.scheduler cosine
-                rank_zero_warn(
-                    f"model.cycle_momentum {list(hp.cycle_momentum)} does nothing with scheduler {hp.scheduler}"
-                )
+        if hp.image_size is not None:
+            check_number("model.image_size", hp.image_size, 8, 4096, integer=True)
+        self.optim.check()
+        self.schedule.check(self.optim.lr)
+        self.average.check()
+        self.evaluation.check()
+        self.runtime.check()
+        self.init.check()
 
     @property
     def eval_net(self) -> torch.nn.Module:
@@ -248,17 +166,17 @@ class ImageClassifier(pl.LightningModule):
         x = x.contiguous(memory_format=self._memory_format)
         if self.training:
             return self.net(x)
-        return tta_logits(self.eval_net, x, self.hparams.tta if tta else "none")
+        return tta_logits(self.eval_net, x, self.evaluation.tta if tta else "none")
 
     def configure_model(self) -> None:
         # Once per process, after the module is on its device: memory format, then compilation. The net is
         # compiled in place (nn.Module.compile), so state-dict keys and checkpoints are unchanged.
-        if self.hparams.channels_last:
+        if self.runtime.channels_last:
             self.net.to(memory_format=torch.channels_last)
             if self.ema is not None:
                 self.ema.to(memory_format=torch.channels_last)
-        if self.hparams.compile and not self._compiled:
-            self.net.compile(mode=self.hparams.compile_mode)
+        if self.runtime.compile and not self._compiled:
+            self.net.compile(mode=self.runtime.compile_mode)
             self._compiled = True
 
     # ---- weights from elsewhere ----
@@ -267,10 +185,10 @@ class ImageClassifier(pl.LightningModule):
         # a later `ckpt_path` restore still overrides these weights.
         if self._weights_loaded:
             return
-        report = load_weights(self.net, self.hparams.init_from, strict=self.hparams.init_strict)
-        rank_zero_info(f"init_from: loaded {len(report.loaded)} tensors from {self.hparams.init_from}")
+        report = load_weights(self.net, self.init.weights, strict=self.init.strict)
+        rank_zero_info(f"init.weights: loaded {len(report.loaded)} tensors from {self.init.weights}")
         for key in report.skipped:
-            rank_zero_warn(f"init_from: skipped {key}")
+            rank_zero_warn(f"init.weights: skipped {key}")
         self._weights_loaded = True
 
     # ---- steps ----
@@ -292,22 +210,22 @@ class ImageClassifier(pl.LightningModule):
         loss = self._shared_step(batch, "train")
         # Waits for the device (the progress bar, when shown, makes the same wait to print the loss): every
         # `sync_every` steps only.
-        every = self.hparams.sync_every
+        every = self.runtime.sync_every
         if every and self.global_step % every == 0 and not torch.isfinite(loss):
             raise TrainingDiverged(self._non_finite_message(loss, batch_idx))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=every == 1)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        hp = self.hparams
-        if self.ema is None or self.global_step % hp.ema_every:
+        avg = self.average
+        if self.ema is None or self.global_step % avg.every:
             return
-        decay = hp.ema_decay
-        if hp.ema_ramp:  # small early (the average follows the net), ema_decay at the end of the run
+        decay = avg.decay
+        if avg.ramp:  # small early (the average follows the net), average.decay at the end of the run
             total = max(1, self.trainer.estimated_stepping_batches)
-            decay *= min(1.0, self.global_step / total) ** hp.ema_ramp
+            decay *= min(1.0, self.global_step / total) ** avg.ramp
         self.ema.update(self.net, decay)
-        if hp.ema_lookahead:  # the trained weights jump to the average
+        if avg.lookahead:  # the trained weights jump to the average
             self.ema.copy_to(self.net)
 
     def _non_finite_message(self, loss: torch.Tensor, batch_idx: int) -> str:
@@ -323,8 +241,8 @@ class ImageClassifier(pl.LightningModule):
             saved = [p for p in saved if p]
             last = f"; the last good checkpoint is {saved[0]} (resume with --ckpt_path)" if saved else ""
         return (
-            f"training loss is {loss.item()} at {where}. Try a lower learning rate (--model.lr), gradient clipping "
-            f"(--trainer.gradient_clip_val 1.0), warmup (--model.warmup_epochs 1) or full precision "
+            f"training loss is {loss.item()} at {where}. Try a lower learning rate (--model.optim.lr), gradient "
+            f"clipping (--trainer.gradient_clip_val 1.0), warmup (--model.schedule.warmup_epochs 1) or full precision "
             f"(--trainer.precision 32-true){last}"
         )
 
@@ -351,14 +269,16 @@ class ImageClassifier(pl.LightningModule):
         hard = y if y.dim() == 1 else y.argmax(dim=1)
         self.test_confusion.update(logits.detach(), hard)
         if self._test_outputs is not None:
-            self._test_outputs.append((logits.detach().to("cpu", torch.float32), hard.detach().cpu()))
+            self._test_outputs.append(
+                (logits.detach(), hard.detach())
+            )  # to the host once, at the epoch's end
 
     def on_test_epoch_end(self) -> None:
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
         if self._test_outputs:
             logits, labels = zip(*self._test_outputs, strict=True)
-            self.test_outputs = (torch.cat(logits), torch.cat(labels))
+            self.test_outputs = (torch.cat(logits).to("cpu", torch.float32), torch.cat(labels).cpu())
         self._test_outputs = None
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
@@ -378,7 +298,7 @@ class ImageClassifier(pl.LightningModule):
 
     # ---- optimiser and schedule ----
     def _param_groups(self) -> list[dict[str, Any]]:
-        hp = self.hparams
+        hp = self.optim
         # Every parameter of the net, trainable now or not: a frozen one has no gradient, so the optimiser skips
         # it (no update, no weight decay, no momentum) until a callback unfreezes it. (The weight average, when
         # there is one, is not trained.)
@@ -411,22 +331,23 @@ class ImageClassifier(pl.LightningModule):
         return groups
 
     def configure_optimizers(self):
-        hp = self.hparams
+        hp = self.optim
         groups = self._param_groups()
-        if hp.optimizer == "sgd":
+        if hp.name == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
-        elif hp.optimizer == "adam":
+        elif hp.name == "adam":
             opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas))
-        elif hp.optimizer == "rmsprop":
+        elif hp.name == "rmsprop":
             opt = torch.optim.RMSprop(groups, lr=hp.lr, alpha=hp.rho, momentum=hp.rmsprop_momentum)
-        elif hp.optimizer == "rmsprop_keras":
+        elif hp.name == "rmsprop_keras":
             opt = KerasRMSprop(
                 groups, lr=hp.lr, rho=hp.rho, eps=KERAS_RMSPROP_EPS, momentum=hp.rmsprop_momentum
             )
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         multiplier = self.schedule_plan()
-        momentum = tuple(hp.cycle_momentum) if hp.cycle_momentum is not None else None
+        cycle = self.schedule.cycle_momentum
+        momentum = tuple(cycle) if cycle is not None else None
         # Stepped every optimiser step whatever `interval` says: warmup rises per step, and `per_epoch` in the
         # plan holds the rest of the schedule still within an epoch.
         return {
@@ -442,10 +363,10 @@ class ImageClassifier(pl.LightningModule):
         checkpoint is restored) the plan is provisional, and ``on_train_start`` plans again: asking Lightning for
         ``estimated_stepping_batches`` here would build the loader early, and a loader built before the restore
         never gets its place in the epoch back."""
-        hp, trainer = self.hparams, self.trainer
+        hp, trainer = self.schedule, self.trainer
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
-            return LRMultiplier(kind=hp.scheduler, total_steps=1)  # provisional: no step is taken with it
+            return LRMultiplier(kind=hp.name, total_steps=1)  # provisional: no step is taken with it
         steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
         horizons = []
         if trainer.max_steps is not None and trainer.max_steps != -1:
@@ -456,12 +377,13 @@ class ImageClassifier(pl.LightningModule):
         warmup = round(hp.warmup_epochs * steps_per_epoch)
         if warmup >= total and hp.warmup_epochs > 0 and not trainer.fast_dev_run:
             raise BadValue(
-                f"model.warmup_epochs {hp.warmup_epochs} ({warmup} steps) is as long as the run ({total} steps); "
+                f"model.schedule.warmup_epochs {hp.warmup_epochs} ({warmup} steps) is as long as the run ({total} "
+                f"steps); "
                 f"shorten the warmup or raise trainer.max_epochs"
             )
         milestones = tuple(m * steps_per_epoch for m in (hp.milestones or []))
         return LRMultiplier(
-            kind=hp.scheduler,
+            kind=hp.name,
             total_steps=total,
             steps_per_epoch=steps_per_epoch,
             per_epoch=hp.interval == "epoch",
@@ -470,7 +392,7 @@ class ImageClassifier(pl.LightningModule):
             warmup_factor=hp.warmup_factor,
             milestones=milestones,
             gammas=milestone_factors(hp.gamma, milestones),
-            min_factor=hp.min_lr / hp.lr if hp.lr > 0 else 0.0,
+            min_factor=hp.min_lr / self.optim.lr if self.optim.lr > 0 else 0.0,
             pct_start=min(0.99, warmup / total) if warmup else 0.3,
         )
 

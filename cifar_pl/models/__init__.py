@@ -1,6 +1,6 @@
 """Plain ``nn.Module`` nets, registered by name. Importing this package registers every family."""
 
-from ..checkpoints import read_state_dict
+from ..weights_io import read_state_dict
 from . import convnets, resnet_cifar, shake_shake, speed, timm_backbones, vgg  # noqa: F401  (registration side effect)
 from ._base import ClassifierNet, GlobalAvgPoolHead, norm_parameters, split_parameters
 from ._init import WeightInit, init_weights

@@ -18,18 +18,23 @@ from ..errors import BadValue
 class NetCfg:
     """What a net says about itself.
 
-    ``input_size``: side of the images it was designed for (a net with a flatten head needs exactly that size;
-    ``fixed_input_size`` on the built net says so). ``mean``/``std``: the normalisation its own pretrained
+    ``input_size``: side of the images it was designed for. ``sized``: its head is built for one image size (a
+    flatten head): the constructor takes ``input_size`` and the built net's ``fixed_input_size`` says it;
+    ImageClassifier passes the data's image size (``data.image_size``, linked by the CLI) to such a net. ``mean``/``std``: the normalisation its own pretrained
     weights expect (None: whatever the data uses). ``weight_args``: constructor arguments that load weights
     from a file or the network, with the values that turn them off.
     """
 
     input_size: int = 32
+    sized: bool = False
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     weight_args: Mapping[str, Any] | None = None
 
 
+SIZED = NetCfg(
+    sized=True
+)  # the config of a net with a flatten head, built for input_size x input_size images
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CFGS: dict[str, NetCfg | Callable[[dict[str, Any]], NetCfg]] = {}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoints import read_state_dict
 from ..errors import BadFile
+from ..weights_io import read_state_dict
 
 
 @dataclass
@@ -86,10 +86,10 @@ def _mismatch_message(path, net: nn.Module, report: LoadReport) -> str:
         and all(k.startswith("classifier.") for k, _, _ in report.mismatched)
     )
     hint = (
-        "the checkpoint's head was trained for another number of classes; set init_strict: false to load "
+        "the checkpoint's head was trained for another number of classes; set model.init.strict: false to load "
         "everything but the head"
         if head_only
-        else "check that the file was saved from the same net (net: / net_kwargs:), or set init_strict: false to "
+        else "check that the file was saved from the same net (net: / net_kwargs:), or set model.init.strict: false to "
         "load only the tensors whose names and shapes fit"
     )
     return f"weights in '{path}' do not fit {type(net).__name__}: {'; '.join(parts)}. {hint}"

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ._base import ClassifierNet, GlobalAvgPoolHead
-from ._registry import register_model
+from ._registry import SIZED, register_model
 
 _ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}
 
@@ -131,43 +131,43 @@ class PlainCNN(ClassifierNet):
 # ---- the conv-block family ---------------------------------------------------------------------
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_a(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """One sigmoid block of 5 filters, maxpool 8, linear 80 -> classes."""
     return ConvBlockNet([5], num_classes, activation="sigmoid", pool=8, **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_b(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """model_a with 20 filters (linear 320 -> classes)."""
     return ConvBlockNet([20], num_classes, activation="sigmoid", pool=8, **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_c(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """Two sigmoid blocks, 20 and 40 filters, maxpool 2 each, linear 2560 -> classes."""
     return ConvBlockNet([20, 40], num_classes, activation="sigmoid", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_d(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """model_c with ReLU."""
     return ConvBlockNet([20, 40], num_classes, activation="relu", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_e(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """Four ReLU blocks of 20, 40, 80, 160 filters, linear 640 -> classes."""
     return ConvBlockNet([20, 40, 80, 160], num_classes, activation="relu", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_f(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """model_e with BatchNorm after every activation."""
     return ConvBlockNet([20, 40, 80, 160], num_classes, activation="relu", batchnorm=True, **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def model_g(
     num_classes: int = 10, dropouts: Sequence[float] = (0.1, 0.2, 0.3, 0.4), **kwargs
 ) -> ConvBlockNet:
@@ -196,13 +196,13 @@ def model_gap(
     )
 
 
-@register_model
+@register_model(cfg=SIZED)
 def stacked_pairs(num_classes: int = 10, **kwargs) -> ConvBlockNet:
     """conv32 x2, pool, conv64 x2, pool, conv128 x2, pool, flatten 2048, linear (ReLU, no BN)."""
     return ConvBlockNet([32, 64, 128], num_classes, activation="relu", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def stacked_pairs_bn(
     num_classes: int = 10, dropouts: Sequence[float] = (0.2, 0.3, 0.4), **kwargs
 ) -> ConvBlockNet:
@@ -215,13 +215,13 @@ def stacked_pairs_bn(
 # ---- the base CNN and its variants ---------------------------------------------------------------
 
 
-@register_model
+@register_model(cfg=SIZED)
 def base_cnn(num_classes: int = 10, **kwargs) -> PlainCNN:
     """conv32 3x3, pool, conv64 3x3, pool, conv64 3x3 (no padding), flatten 1024, dense 64, linear."""
     return PlainCNN([(32, 3, True), (64, 3, True), (64, 3, False)], (64,), num_classes, **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def base_cnn_deep(num_classes: int = 10, **kwargs) -> PlainCNN:
     """base_cnn with every conv doubled (six convs: 32, 32, pool, 64, 64, pool, 64, 64)."""
     return PlainCNN(
@@ -232,13 +232,13 @@ def base_cnn_deep(num_classes: int = 10, **kwargs) -> PlainCNN:
     )
 
 
-@register_model
+@register_model(cfg=SIZED)
 def base_cnn_k5(num_classes: int = 10, **kwargs) -> PlainCNN:
     """base_cnn with 5x5 kernels in the first two convs."""
     return PlainCNN([(32, 5, True), (64, 5, True), (64, 3, False)], (64,), num_classes, **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def base_cnn_wide(num_classes: int = 10, **kwargs) -> PlainCNN:
     """base_cnn with a dense layer of 512 units."""
     return PlainCNN([(32, 3, True), (64, 3, True), (64, 3, False)], (512,), num_classes, **kwargs)

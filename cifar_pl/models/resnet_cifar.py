@@ -1,7 +1,7 @@
 """The CIFAR ResNets of He et al. 2016 (section 4.2): 6n+2 layers, 16/32/64 channels, option-A shortcuts.
 
 Module names follow the widely used implementation of these nets (akamaster/pytorch_resnet_cifar10),
-so its pretrained weights load with ``init_from`` after ``filter_state_dict`` renames ``linear``.
+so its pretrained weights load with ``model.init.weights`` after ``filter_state_dict`` renames ``linear``.
 """
 
 from __future__ import annotations

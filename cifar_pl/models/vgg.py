@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ._base import ClassifierNet
-from ._registry import register_model
+from ._registry import SIZED, register_model
 
 # Conv widths per depth; "M" is a 2x2 max-pool. 32x32 inputs end as 512x1x1.
 VGG_CFGS: dict[int, list[int | str]] = {
@@ -133,19 +133,19 @@ class VGGLike(ClassifierNet):
         self.classifier = nn.Linear(fc_width, num_classes)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def vgg_like(num_classes: int = 10, **kwargs) -> VGGLike:
     """VGG-11-style net without BatchNorm."""
     return VGGLike(num_classes=num_classes, norm="none", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def vgg_like_bn(num_classes: int = 10, **kwargs) -> VGGLike:
     """VGG-11-style net with BatchNorm before every non-linearity."""
     return VGGLike(num_classes=num_classes, norm="bn", **kwargs)
 
 
-@register_model
+@register_model(cfg=SIZED)
 def vgg_like_bn_noise(num_classes: int = 10, **kwargs) -> VGGLike:
     """vgg_like_bn with noise injected after every BN during training (per activation and sample, its
     distribution redrawn each step, as Santurkar et al.; ``noise_mode: channel`` for one draw per channel)."""

@@ -26,14 +26,17 @@ from pathlib import Path
 import torch
 
 from ..checks import check_number
+from ..cli import CifarCLI
 from ..devices import parse_device
 from ..errors import BadValue, UserError, run_main
+from ..evaluation import cam_ready, class_activation_map, evaluate, feature_map, per_class_table
+from ..figures.augment import preview_figures
+from ..figures.report import cam_figure, channels_figure, confusion_figure, mistakes_figure, report_figures
 from ..files import check_writable_folder, csv_cell, write_text_atomic
 from ..images import READ_ERRORS
 from ..inference import Predictor
-from .analysis import cam_ready, class_activation_map, evaluate, feature_map, per_class_table
+from .activations import drift_figure, read_history
 from .curves import curves_figure, read_scalars, save
-from .inspect import cam_figure, channels_figure, confusion_figure, mistakes_figure, report_figures
 
 MAX_SPLIT_BYTES = 2 << 30  # uint8 images a picture command holds at once
 
@@ -181,8 +184,6 @@ def cmd_curves(args) -> list[Path]:
 
 
 def cmd_activations(args) -> list[Path]:
-    from .activations import drift_figure, read_history
-
     check_number("--layers", args.layers, 1, 16, integer=True)
     runs = {}
     for run in args.runs:
@@ -197,9 +198,6 @@ def cmd_activations(args) -> list[Path]:
 
 def cmd_augment(argv: list[str]) -> list[Path]:
     """samples.png and augmentations.png for a config (any CLI override allowed)."""
-    from ..cli import CifarCLI
-    from .augment import preview_figures
-
     ap = argparse.ArgumentParser(
         prog="python -m cifar_pl.viz augment", description="augmentation previews of a config"
     )

@@ -4,36 +4,16 @@ step (Ioffe & Szegedy 2015, figure 1), so runs with and without BatchNorm compar
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from matplotlib.figure import Figure
 
-from ..callbacks.activations import FIELDS, HISTORY_FILE, spread
-from ..errors import BadFile, MissingFile
-from ..runs import version_dirs
+from ..callbacks.activations import spread
+from ..runs import ACTIVATION_FIELDS as FIELDS
+from ..runs import read_activation_stats
 
 History = dict[str, list[list[float]]]
 
 
-def read_history(run: str | Path) -> History:
-    """The activation history of a run folder (``lightning_logs/<experiment>`` or one ``version_N`` of it:
-    the newest version that has one)."""
-    run = Path(run)
-    candidates = [run / HISTORY_FILE] + [v / HISTORY_FILE for v in reversed(version_dirs(run))]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise MissingFile(f"no {HISTORY_FILE} in '{run}' or its version_N folders; train with the ActivationStats "
-                          f"callback (trainer.callbacks: [{{class_path: cifar_pl.callbacks.ActivationStats}}])")  # fmt: skip
-    try:
-        data = json.loads(path.read_text())
-        layers = data["layers"]
-        if data.get("fields") != list(FIELDS) or not isinstance(layers, dict):
-            raise ValueError("unexpected layout")
-        return {str(k): [[float(x) for x in row] for row in rows if len(row) == len(FIELDS)]
-                for k, rows in layers.items()}  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BadFile(f"'{path}' is not an activation history written by ActivationStats ({e})") from None
+read_history = read_activation_stats  # the name the viz command and notebooks use
 
 
 def drift_figure(runs: dict[str, History], max_layers: int = 4, title: str = "") -> Figure:

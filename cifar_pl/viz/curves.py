@@ -3,14 +3,13 @@ against the epoch."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import MissingFile
-from ..runs import mean_std
+from ..runs import mean_std, stage_parent, version_dirs
 
 
 def _has_events(d: Path) -> bool:
@@ -20,12 +19,8 @@ def _has_events(d: Path) -> bool:
 def _with_parent_stages(run: Path) -> list[Path]:
     """``run`` preceded by the runs of its earlier stages (``stage.json`` names each one's parent run)."""
     chain = [run]
-    while (chain[0] / "stage.json").is_file():
-        try:
-            parent = json.loads((chain[0] / "stage.json").read_text()).get("parent_run")
-        except (OSError, ValueError):
-            break
-        parent = Path(parent) if parent else None
+    while True:
+        parent = stage_parent(chain[0])
         if parent is None or parent in chain or not parent.is_dir() or not _has_events(parent):
             break
         chain.insert(0, parent)
@@ -40,10 +35,7 @@ def run_dirs(path: str | Path) -> list[Path]:
     path = Path(path)
     if _has_events(path):
         return _with_parent_stages(path.resolve())
-    versions = sorted(
-        (d for d in path.glob("version_*") if _has_events(d)),
-        key=lambda d: int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else -1,
-    )
+    versions = [d for d in version_dirs(path) if _has_events(d)]
     if not versions:
         raise MissingFile(f"no TensorBoard event files in '{path}' or its version_N folders")
     return versions

@@ -180,7 +180,7 @@ def test_glorot_uniform_and_zero_biases_are_kerass_conv_and_dense_defaults():
     keras.utils.set_random_seed(0)
     theirs = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((3, 3, 3, 32)))
     torch.manual_seed(0)
-    ours = ImageClassifier(net="base_cnn", weight_init="keras").net.features[0].weight.detach().numpy()
+    ours = ImageClassifier(net="base_cnn", init={"scheme": "keras"}).net.features[0].weight.detach().numpy()
     limit = math.sqrt(6 / (27 + 288))  # fans: 3x3x3 in, 3x3x32 out
     for w in (theirs, ours):
         assert np.abs(w).max() <= limit and np.abs(w).max() > 0.97 * limit
@@ -224,7 +224,7 @@ def copy_keras_weights(model, net: torch.nn.Module) -> None:
 
 def training_batches(n_steps: int = 20, batch: int = 32):
     """Real CIFAR-10 training images where the shared data is, else seeded random ones."""
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     root = os.environ.get("CIFAR_PL_DATA", str(REPO.parent / "shared" / "data"))
     n = n_steps * batch
@@ -254,8 +254,7 @@ def base_cnn_losses(n_steps: int = 20, optimizer: str = "rmsprop_keras", dtype: 
         keras.config.set_floatx(floatx)
         keras.config.set_dtype_policy(policy)
     torch.manual_seed(0)
-    lit = ImageClassifier(net="base_cnn", optimizer=optimizer, lr=1e-3, weight_decay=0.0, scheduler="constant",
-                          weight_init="keras").to(getattr(torch, dtype))  # fmt: skip
+    lit = ImageClassifier(net="base_cnn", optim={"name": optimizer, "lr": 1e-3, "weight_decay": 0.0}, schedule={"name": "constant"}, init={"scheme": "keras"}).to(getattr(torch, dtype))  # fmt: skip
     copy_keras_weights(model, lit.net)
     from types import SimpleNamespace
 

@@ -1,0 +1,196 @@
+"""The package's structure: imports flow one way (basics -> domain -> entry points, scripts/import_graph.py), and
+names that changed keep working in configs and checkpoints written before the change (cifar_pl.renames)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cifar_pl.callbacks import EndOfTestReport, EvaluateEachEpoch
+from cifar_pl.renames import CLASS_PATHS, renamed
+
+from .helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import import_graph  # noqa: E402
+
+
+def test_imports_flow_one_way_with_no_cycle_and_no_undeclared_deferred_import():
+    found = import_graph.problems(import_graph.read_graph())
+    assert found == {"cycles": [], "cycles at load time": [], "upward imports": [],
+                     "undeclared function-level imports": []}  # fmt: skip
+
+
+def test_the_graph_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    # the check itself can fail: a basics module importing the LightningModule is both
+    graph = import_graph.read_graph()
+    graph["cifar_pl.errors"] = [("cifar_pl.lit", 1, False, False)]
+    graph["cifar_pl.lit"] = [*graph["cifar_pl.lit"], ("cifar_pl.errors", 1, False, False)]
+    found = import_graph.problems(graph)
+    assert found["cycles"] and any("cifar_pl.errors:1 -> cifar_pl.lit" in u for u in found["upward imports"])
+
+
+def test_every_old_class_path_names_a_class_that_exists():
+    import importlib
+
+    for old, new in CLASS_PATHS.items():
+        module, name = new.rsplit(".", 1)
+        assert isinstance(getattr(importlib.import_module(module), name), type), old
+
+
+def test_renamed_replaces_old_class_paths_only_and_logs_once(caplog):
+    config = {"trainer": {"callbacks": [{"class_path": "cifar_pl.callbacks.test_each_epoch.TestEachEpoch",
+                                         "init_args": {"every_n_epochs": 2}}]},
+              "model": {"net": "cifar_pl.callbacks.TestReport"}}  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="cifar_pl"):
+        new = renamed(config)
+        renamed(config)
+    assert new["trainer"]["callbacks"][0] == {
+        "class_path": "cifar_pl.callbacks.EvaluateEachEpoch", "init_args": {"every_n_epochs": 2}
+    }  # fmt: skip
+    assert new["model"]["net"] == "cifar_pl.callbacks.TestReport"  # not a class path: left alone
+    assert renamed("cifar_pl.callbacks.TestReport") == "cifar_pl.callbacks.EndOfTestReport"
+    notes = [r.getMessage() for r in caplog.records if "TestEachEpoch" in r.getMessage()]
+    assert len(notes) == 1 and "is now cifar_pl.callbacks.EvaluateEachEpoch" in notes[0]
+    plain = {"model": {"net": "model_a"}}
+    assert renamed(plain) is plain
+
+
+@pytest.mark.parametrize("how", ["command line", "config file"])
+def test_a_config_with_the_old_callback_names_still_runs(cifar10_root, tmp_path, how):
+    if how == "command line":
+        extra = ("--trainer.callbacks+=cifar_pl.callbacks.TestEachEpoch "
+                 "--trainer.callbacks+=cifar_pl.callbacks.TestReport")  # fmt: skip
+    else:
+        old = tmp_path / "old.yaml"
+        old.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+            {"class_path": "cifar_pl.callbacks.test_each_epoch.TestEachEpoch", "init_args": {"every_n_epochs": 1}},
+            {"class_path": "cifar_pl.callbacks.test_report.TestReport"}]}}))  # fmt: skip
+        extra = f"--config {old}"
+    cli = run_cli("fit", "model_a", cifar10_root,
+                  f"--experiment old --trainer.fast_dev_run 1 --data.batch_size 16 {extra}", cwd=tmp_path)  # fmt: skip
+    kinds = [type(cb) for cb in cli.trainer.callbacks]
+    assert EvaluateEachEpoch in kinds and kinds.count(EndOfTestReport) == 1
+
+
+def test_a_checkpoint_recording_the_old_names_resumes_exactly(cifar10_root, tmp_path):
+    from cifar_pl.checkpoints import read_checkpoint
+    from cifar_pl.stages import plan_continuation
+
+    extra = "--trainer.callbacks+=cifar_pl.callbacks.EvaluateEachEpoch"
+    cli = run_cli("fit", "model_a", cifar10_root, f"--experiment old --trainer.max_epochs 1 --data.batch_size 64 "
+                  f"--data.train_size 128 {extra}", cwd=tmp_path)  # fmt: skip
+    last = tmp_path / cli.trainer.log_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    config = ckpt["callbacks"]["RunConfig"]["config"]
+    (entry,) = [c for c in config["trainer"]["callbacks"] if "EvaluateEachEpoch" in c["class_path"]]
+    entry["class_path"] = (
+        "cifar_pl.callbacks.test_each_epoch.TestEachEpoch"  # as a run before the rename saved it
+    )
+    torch.save(ckpt, last)
+    read = read_checkpoint(last)
+    assert read.config["trainer"]["callbacks"] == cli._config_view["trainer"]["callbacks"]
+    assert plan_continuation(read, cli._config_view, None).kind == "resume"
+
+
+def test_a_stage_finds_its_parent_after_lightning_logs_moves_and_reads_old_absolute_links(tmp_path):
+    import json
+    import shutil
+
+    from cifar_pl.runs import STAGE, stage_parent, write_stage
+
+    exp = tmp_path / "a" / "lightning_logs" / "exp"
+    (exp / "version_0" / "checkpoints").mkdir(parents=True)
+    (exp / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (exp / "version_1").mkdir()
+    write_stage(
+        exp / "version_1",
+        exp / "version_0" / "checkpoints" / "last.ckpt",
+        2,
+        18,
+        [("model.optim.lr", 0.1, 0.01)],
+    )
+    assert json.loads((exp / "version_1" / STAGE).read_text())["parent_run"] == "../version_0"
+    moved = tmp_path / "b" / "logs"
+    shutil.move(tmp_path / "a" / "lightning_logs", moved)
+    assert stage_parent(moved / "exp" / "version_1") == (moved / "exp" / "version_0").resolve()
+    # a stage.json written before the change holds the absolute path
+    (moved / "exp" / "version_1" / STAGE).write_text(
+        json.dumps({"parent_run": str(moved / "exp" / "version_0")})
+    )
+    assert stage_parent(moved / "exp" / "version_1") == (moved / "exp" / "version_0").resolve()
+    (moved / "exp" / "version_1" / STAGE).write_text("{not json")
+    assert stage_parent(moved / "exp" / "version_1") is None
+
+
+def test_every_model_option_says_whether_an_exact_resume_may_change_it():
+    """A new option must be put in its group's RESUME_NEUTRAL or TRAINING: an unclassified one fails here (and
+    would otherwise silently make an exact resume a new stage, or the other way round)."""
+    import dataclasses
+    import inspect
+
+    from cifar_pl.lit import ImageClassifier
+    from cifar_pl.lit.options import GROUPS, TOP_LEVEL_LINKED, TOP_LEVEL_TRAINING
+    from cifar_pl.renames import MODEL_KEYS
+    from cifar_pl.stages import differences
+
+    top = set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
+    assert top == TOP_LEVEL_TRAINING | TOP_LEVEL_LINKED | {g.KEY for g in GROUPS}
+    for group in GROUPS:
+        names = {f.name for f in dataclasses.fields(group)}
+        assert group.RESUME_NEUTRAL | group.TRAINING == names, group.__name__
+        assert not group.RESUME_NEUTRAL & group.TRAINING, group.__name__
+        # and the resume check acts on it: a change of a neutral field is no change, of a training one a change
+        for name in names:
+            old = {"model": {group.KEY: {name: "a"}}}
+            new = {"model": {group.KEY: {name: "b"}}}
+            assert bool(differences(old, new)) == (name in group.TRAINING), f"{group.KEY}.{name}"
+    fields_by_key = {f"{g.KEY}.{f.name}" for g in GROUPS for f in dataclasses.fields(g)}
+    assert set(MODEL_KEYS.values()) <= fields_by_key  # every old key maps to a field that exists
+
+
+def test_a_checkpoint_with_flat_option_keys_builds_the_same_model(tmp_path):
+    """A checkpoint written before the grouping (flat hyper-parameters) is read into the groups."""
+    from cifar_pl.checkpoints import read_checkpoint
+
+    from .helpers.hostile import write_checkpoint
+
+    path = write_checkpoint(tmp_path / "old.ckpt", num_classes=3, optimizer="adam", lr=0.003, tta="flip",
+                            ema_decay=0.9, init_from="/etc/passwd", compile=True)  # fmt: skip
+    model = read_checkpoint(path).build_model()
+    assert model.optim.name == "adam" and model.optim.lr == 0.003 and model.evaluation.tta == "flip"
+    assert model.average.decay == 0.9 and model.ema is not None
+    assert model.init.weights is None and model.runtime.compile is False  # switched off by the reader
+
+
+def test_one_image_size_a_flatten_head_is_built_for_the_datas_size(photo_root, tmp_path):
+    from cifar_pl.errors import BadValue
+    from cifar_pl.lit import ImageClassifier
+    from cifar_pl.models import create_model, get_cfg, list_models
+
+    # the registry says which nets are built for one size, and the built nets agree
+    for name in (n for n in list_models() if n not in ("timm_backbone", "xception")):
+        if get_cfg(name).sized:
+            assert create_model(name, input_size=48).fixed_input_size == (48, 48), name
+        else:
+            assert getattr(create_model(name), "fixed_input_size", None) is None, name
+    model = ImageClassifier(net="model_g", num_classes=3, image_size=48)
+    assert model.net.fixed_input_size == (48, 48) and model.net(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
+    with pytest.raises(BadValue, match="net_kwargs.input_size 32 is not the data's image size 48"):
+        ImageClassifier(net="model_g", num_classes=3, image_size=48, net_kwargs={"input_size": 32})
+    # through the CLI: data.image_size is linked into the model, and the checkpoint keeps it
+    cli = run_cli("fit", "transfer/1_scratch", photo_root,
+                  "--experiment sized --model.net model_g --data.image_size 24 --trainer.max_epochs 1 "
+                  "--data.batch_size 16 --test_after_fit false", cwd=tmp_path)  # fmt: skip
+    assert cli.model.hparams.image_size == 24 and cli.model.net.fixed_input_size == (24, 24)
+    from cifar_pl.checkpoints import read_checkpoint
+
+    saved = read_checkpoint(tmp_path / cli.trainer.log_dir / "checkpoints" / "last.ckpt")
+    assert saved.model_args["image_size"] == 24 and saved.image_size() == 24
+    assert saved.build_model().net.fixed_input_size == (24, 24)
