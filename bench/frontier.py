@@ -8,7 +8,7 @@ threads; prints accuracy against wall time for both and draws the frontier (accu
 
 Wall time is each fresh process from start to exit, for both sides: imports, data loading, whitening, training,
 evaluation and the final test with TTA are all time a user waits for. The preset's warmup is 23% of the run at
-every epoch count (``--model.schedule.warmup_epochs 0.23 x epochs``), as the recipe's is; everything else is the config.
+every epoch count (the config's ``warmup_share: 0.23``), as the recipe's is; everything else is the config.
 Runs one process at a time; keep the machine otherwise idle while it runs. "training s" is the preset's summed
 epoch times (steps only) and, for the recipe, its own `total_time_seconds` less its final TTA evaluation (so
 whitening and steps); "outside training" is the rest of the wall. The recipe also scores the test set (one view)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in a.seeds:
         for epochs in a.epochs:
             extra = ["--model.net_kwargs.width", str(a.width), "--data.batch_size", str(a.batch_size),
-                     "--model.schedule.warmup_epochs", f"{0.23 * epochs:.4g}", *shlex.split(a.extra)]  # fmt: skip
+                     *shlex.split(a.extra)]  # fmt: skip
             if not float(epochs).is_integer():
                 raise SystemExit(f"error: the preset trains whole epochs; got --epochs {epochs}")
             with tempfile.TemporaryDirectory(prefix="frontier_") as tmp:

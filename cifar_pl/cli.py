@@ -15,7 +15,13 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
@@ -162,6 +168,12 @@ class CifarCLI(LightningCLI):
         # config files first, through the bounded reader: a malformed one is named with its line
         safe_yaml.check_config_files(config_files(args))
         given = sys.argv[1:] if args is None else list(args)
+        if given[:1] == ["predict"]:  # Lightning's predict loop returns tensors to Python and writes nothing
+            raise BadValue(
+                "python -m cifar_pl predict would print nothing and write nothing; predict image files with "
+                "python -m cifar_pl.predict FILES_OR_FOLDERS --ckpt CHECKPOINT (a table of classes and "
+                "probabilities), or score a split with validate/test --ckpt_path"
+            )
         mapped = command_line(given)  # flat model keys of before the grouping, said and mapped
         try:
             with warnings.catch_warnings():
@@ -384,6 +396,7 @@ class CifarCLI(LightningCLI):
             ):
                 if not any(isinstance(c, cls) for c in given):
                     extra.append(cls(**args))
+        _check_unique_states(given + extra)
         plan = self._continuation
         if plan is not None and plan.kind == "stage" and (plan.start_epoch or plan.start_step):
             extra.append(StageStart(plan.start_epoch, plan.start_step))
@@ -559,6 +572,22 @@ class CifarCLI(LightningCLI):
             raise
         self._record(status="complete", tested=True, test=results[0] if results else {},
                      best_checkpoint=best or None)  # fmt: skip
+
+
+def _check_unique_states(callbacks: list) -> None:
+    """Two callbacks that keep a state in checkpoints under the same key (the same class with the same settings)
+    would be indistinguishable on resume: one line here, before Lightning's traceback."""
+    seen: dict[str, str] = {}
+    for cb in callbacks:
+        if type(cb).state_dict is Callback.state_dict:  # keeps no state
+            continue
+        name = type(cb).__name__
+        if cb.state_key in seen:
+            raise BadValue(
+                f"trainer.callbacks has {name} twice with the same settings; give it once (a checkpoint could not "
+                f"tell their states apart)"
+            )
+        seen[cb.state_key] = name
 
 
 def config_files(args: Any) -> list[str]:

@@ -18,7 +18,8 @@ from .errors import BadFile, UserError
 from .images import READ_ERRORS, as_array, bound_sides, open_image, resize_square
 from .lit import ImageClassifier
 
-SizeMode = Literal["auto", "native", "train"]
+SizeMode = Literal["train", "auto", "native"]
+FAR_LARGER = 4  # own-size prediction of images this many times the training size or more is flagged
 MAX_SIDE = (
     1024  # own-size prediction: a larger photo is scaled down to this long side (memory grows with area)
 )
@@ -58,12 +59,13 @@ class Predictor:
         """uint8 (N x) C x H x W -> the normalised float batch the net expects, on the model's device."""
         return prepare_images(images, self._normalize, self.model)
 
-    def input_size(self, mode: SizeMode = "auto") -> int | None:
+    def input_size(self, mode: SizeMode = "train") -> int | None:
         """The side images are resized to under ``mode`` (None: each keeps its own size, within bounds).
 
-        ``auto``: a global-average-pooling net takes any size, so images keep theirs; a net with a flatten head
-        gets its fixed input size. ``train``: always the training size. ``native``: never resized (a fixed-input
-        net refuses)."""
+        ``train`` (the default): always the training size, the scale the net learnt. ``auto``: a
+        global-average-pooling net takes any size, so images keep theirs (write-up 001's non-square prediction);
+        a net with a flatten head gets its fixed input size. ``native``: never resized (a fixed-input net
+        refuses)."""
         fixed = getattr(self.net, "fixed_input_size", None)
         if mode == "native" and fixed is not None:
             raise BadFile(
@@ -74,7 +76,7 @@ class Predictor:
         return fixed[0] if fixed else self.train_size
 
     def load_image(
-        self, path: str | Path, mode: SizeMode = "auto", max_side: int = MAX_SIDE
+        self, path: str | Path, mode: SizeMode = "train", max_side: int = MAX_SIDE
     ) -> tuple[torch.Tensor, str]:
         """An image file as uint8 3 x H x W, ready for this net, and a note of what was done to its size.
         At its own size, the long side is held at ``max_side`` and the short side raised to the training size."""
@@ -83,6 +85,10 @@ class Predictor:
             im = open_image(path, draft=(max_side, max_side))
             im, note = bound_sides(im, max_side=max_side, min_side=self.train_size)
             note = note or f"own size {im.size[0]}x{im.size[1]}"
+            side = max(im.size)  # as the net sees it
+            if side >= FAR_LARGER * self.train_size:  # the net sees its classes at a scale it never learnt
+                note += (f"; {side / self.train_size:.0f}x the training size {self.train_size}: --size train "
+                         f"predicts at the scale the net learnt")  # fmt: skip
         else:
             resize = self.checkpoint.datamodule_args.get("resize", "squash")
             im = resize_square(open_image(path, draft=(size, size)), size, resize)
@@ -91,7 +97,7 @@ class Predictor:
 
     @torch.no_grad()
     def predict_files(
-        self, paths: Sequence[str | Path], top_k: int = 3, mode: SizeMode = "auto", max_side: int = MAX_SIDE
+        self, paths: Sequence[str | Path], top_k: int = 3, mode: SizeMode = "train", max_side: int = MAX_SIDE
     ) -> list[dict]:
         """Top-k classes and probabilities for each image file; a file that cannot be read (not an image, over
         the pixel limit, missing) gets an ``error`` row instead, and the others go on."""

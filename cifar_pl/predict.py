@@ -3,9 +3,10 @@
     python -m cifar_pl.predict --ckpt lightning_logs/transfer/flowers/scratch/best.ckpt photos/ more.jpg \\
         --out predictions.csv --top-k 3
 
-Folders are searched recursively. A net with global average pooling takes each image at its own size (the long
-side held at ``--max-side``, the short side raised to the training size); a net with a fixed input size gets
-it resized (``--size train`` resizes for every net, as in training). The output (CSV, or JSON for a ``.json``
+Folders are searched recursively. Each image is resized to the training size by default (``--size train``: the
+scale the net learnt); ``--size auto`` lets a net with global average pooling take each image at its own size
+(the long side held at ``--max-side``, the short side raised to the training size; write-up 001's non-square
+prediction), and a net with a fixed input size still gets that size; ``--size native`` never resizes. The output (CSV, or JSON for a ``.json``
 name) has one row per file: its size, what was done to it, the top-k classes with probabilities, or the reason it
 could not be read; one bad file never ends the run. Class names and normalisation come from the checkpoint.
 """
@@ -56,11 +57,13 @@ def predict(argv: list[str] | None = None) -> list[dict]:
         "--ckpt", required=True, help="a checkpoint written by `fit` (e.g. lightning_logs/X/best.ckpt)"
     )
     parser.add_argument("--out", default="predictions.csv", help="output file: .csv or .json")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--size", choices=["auto", "native", "train"], default="auto")
+    parser.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3)")
+    parser.add_argument("--size", choices=["train", "auto", "native"], default="train",
+                        help="train: resize to the training size (default); auto: a GAP net takes each image at "
+                             "its own size; native: never resize")  # fmt: skip
     parser.add_argument("--max-side", type=int, default=MAX_SIDE,
                         help=f"own-size prediction: scale larger images down to this long side (default {MAX_SIDE})")  # fmt: skip
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     args = parser.parse_args(argv)
     check_number("--top-k", args.top_k, 1, integer=True)
     check_number("--max-side", args.max_side, 8, MAX_SIDE_LIMIT, integer=True,

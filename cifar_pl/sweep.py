@@ -360,21 +360,28 @@ def run_sweep(
     """Run every run of ``spec`` not done yet (``changed``: ``check_sweep``'s plan for runs that ran before with
     another configuration); returns run name -> ``done``/
     ``skipped``/``interrupted (...)``/``failed (...)``/``dry run``. A signal stops the sweep after the run in
-    progress has saved."""
+    progress has saved. One line per run says where the sweep is (run k of N, elapsed, an estimate of the time
+    left from the runs done so far); each run's own output goes to ``<run folder>/sweep.log`` (its last lines are
+    shown when it fails)."""
     sweep_dir = log_root / spec["sweep"]
     status: dict[str, str] = {}
     changed = changed or {}
+    names = [n for n in spec["runs"] if not only or n in only]
+    todo = [n for n in names if run_status(sweep_dir / n) != "complete" or n in changed]
+    if dry_run:
+        print(f"[sweep] dry run: {len(todo)} of {len(names)} runs would run; nothing is started")
+    durations: list[float] = []
+    begun = time.perf_counter()
     with _Forward() as forward:
-        for name in spec["runs"]:
-            if only and name not in only:
-                continue
+        for k, name in enumerate(names, 1):
             if forward.signum is not None:
                 break
             run_dir = sweep_dir / name
             before = run_status(run_dir)
             again = changed.get(name) == "again"
+            tag = f"[sweep {k}/{len(names)}]"
             if before == "complete" and name not in changed:
-                print(f"[sweep] {name}: finished before, skipped (its configuration is this file's)")
+                print(f"{tag} {name}: finished before, skipped (its configuration is this file's)")
                 status[name] = "skipped"
                 continue
             cmd = [sys.executable, "-m", "cifar_pl", "fit", *run_args(spec, name, extra)]
@@ -383,31 +390,64 @@ def run_sweep(
                 cmd += ["--ckpt_path", str(last)]
             doing = (f"resuming ({before}) from {last}" if last else
                      "changed since it ran: starting again in a new version folder" if again else "starting")  # fmt: skip
-            print(f"[sweep] {name}: {doing}\n  {' '.join(cmd)}", flush=True)
             if dry_run:
+                print(f"{tag} {name}: {doing} (dry run: not started)\n  {' '.join(cmd)}", flush=True)
                 status[name] = "dry run"
                 continue
+            log = run_dir / "sweep.log"
+            print(f"{tag} {name}: {doing} (output: {log})", flush=True)
             start = time.perf_counter()
-            forward.proc = subprocess.Popen(cmd)
-            rc = forward.proc.wait()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                out.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {doing}\n{' '.join(cmd)}\n")
+                out.flush()
+                forward.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+                rc = forward.proc.wait()
             forward.proc = None
+            took = time.perf_counter() - start
             after = run_status(run_dir)
             if rc != 0 or after != "complete":
                 kind = "interrupted" if rc > 128 or after == "interrupted" else "failed"
                 then = ("run the sweep again to resume it" if kind == "interrupted" or rc != 2 else
-                        "it refused a value or stopped on one (the error above): running again repeats it until "
+                        "it refused a value or stopped on one (the error below): running again repeats it until "
                         "that is fixed")  # fmt: skip
-                print(f"[sweep] {name}: {kind} (exit {rc}, its record says {after}); {then}", flush=True)
+                print(
+                    f"{tag} {name}: {kind} (exit {rc}, its record says {after}); {then}\n{_tail(log)}",
+                    flush=True,
+                )
                 status[name] = f"{kind} (exit {rc})"
                 continue
             result = final_values(run_dir)
-            result["wall_s"] = round(time.perf_counter() - start, 1)
+            result["wall_s"] = round(took, 1)
             result["overrides"] = spec["runs"][name]
             write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
             status[name] = "done"
+            durations.append(took)
+            left = (
+                sum(1 for n in todo[todo.index(name) + 1 :] if status.get(n) is None) if name in todo else 0
+            )
+            print(f"{tag} {name}: done in {took:.1f} s{_headline(result)}; elapsed {time.perf_counter() - begun:.0f} s"
+                  f"{f', about {left * sum(durations) / len(durations):.0f} s left ({left} runs)' if left else ''}",
+                  flush=True)  # fmt: skip
     if forward.signum is not None:
         status["__signal__"] = str(forward.signum)
     return status
+
+
+def _tail(log: Path, lines: int = 12) -> str:
+    """The last lines of a run's log, indented (what the user needs to see when it failed)."""
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(f"    | {line}" for line in text)
+
+
+def _headline(result: dict[str, Any]) -> str:
+    for key in ("test/acc", "test_on_val/acc", "val/acc"):
+        if isinstance(result.get(key), (int, float)):
+            return f", {key} {result[key]:.4f}"
+    return ""
 
 
 def final_values(run_dir: Path) -> dict[str, Any]:
@@ -555,7 +595,7 @@ def sweep(argv: list[str] | None = None) -> int:
         status = run_sweep(spec, extra, dry_run=args.dry_run, only=only, changed=changed)
     signum = status.pop("__signal__", None)
     for name, s in status.items():
-        print(f"[sweep] {name}: {s}")
+        print(f"[sweep] {name}: {s}")  # the summary, one line per run
     if not args.dry_run:
         for p in plot_sweep(spec):
             print(f"wrote {p}")

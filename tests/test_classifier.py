@@ -298,3 +298,10 @@ def _scalars(log_dir, tag):
     from cifar_pl.viz.curves import read_scalars
 
     return [value for _, value in read_scalars(log_dir).get(tag, [])]
+
+
+def test_top5_accuracy_only_above_five_classes():
+    # with 5 classes or fewer every label is among the top 5: the metric would always read 1.0
+    assert set(ImageClassifier(net="model_a", num_classes=3).val_metrics.keys()) == {"val/acc"}
+    assert set(ImageClassifier(net="model_a", num_classes=5).val_metrics.keys()) == {"val/acc"}
+    assert set(ImageClassifier(net="model_a", num_classes=10).val_metrics.keys()) == {"val/acc", "val/acc5"}

@@ -196,7 +196,7 @@ def test_predict_on_a_hostile_folder_writes_a_row_for_every_file(tmp_path):
     Image.fromarray(gradient).save(photos / "sixteen_bit.png")
     for i, colour in enumerate(((220, 30, 30), (30, 200, 40))):
         Image.new("RGB", (300, 200), colour).save(photos / f"photo_{i}.jpg")
-    rows = predict([str(photos), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.csv")])
+    rows = predict([str(photos), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.csv"), "--size", "auto"])
     by = {Path(r["file"]).name: r for r in rows}
     assert sorted(by) == [
         "big.png",
@@ -229,8 +229,11 @@ def test_own_size_prediction_holds_the_long_side(tmp_path):
 
     ckpt = write_checkpoint(tmp_path / "m.ckpt", num_classes=2)
     Image.new("RGB", (4000, 1000), (10, 200, 10)).save(tmp_path / "wide.png")
-    img, note = Predictor.from_checkpoint(ckpt).load_image(tmp_path / "wide.png", max_side=512)
-    assert img.shape == (3, 128, 512) and note == "4000x1000 resized to 512x128 (long side bound 512)"
+    img, note = Predictor.from_checkpoint(ckpt).load_image(tmp_path / "wide.png", "auto", max_side=512)
+    assert img.shape == (3, 128, 512) and note.startswith(
+        "4000x1000 resized to 512x128 (long side bound 512)"
+    )
+    assert "32x the training size 16: --size train predicts at the scale the net learnt" in note
 
 
 def test_names_from_a_checkpoint_cannot_run_as_spreadsheet_formulas(tmp_path):

@@ -23,7 +23,7 @@ from cifar_pl.models import create_model
 from .helpers import CONFIGS, effective_config, run_cli
 from .helpers.fake_cuda import PretendCuda
 
-FAST = "--trainer.max_epochs 2 --model.schedule.warmup_epochs 0.5 --model.net_kwargs.width 0.25 --data.val_size 24 --data.batch_size 32"
+FAST = "--trainer.max_epochs 2 --model.net_kwargs.width 0.25 --data.val_size 24 --data.batch_size 32"
 
 
 # ---- the net and its whitening ----
@@ -331,3 +331,25 @@ def test_the_weight_average_is_torchs_ema_update_by_update():
                 torch.testing.assert_close(a[key], value, rtol=0, atol=1e-6, msg=key)
             else:
                 assert torch.equal(a[key], dict(net.state_dict())[key]), key
+
+
+def test_the_preset_runs_at_any_length_with_the_recipes_warmup_share(cifar10_root, tmp_path):
+    """`warmup_share: 0.23` is the recipe's warmup at any max_epochs: the preset shortened to 2 epochs runs (it used
+    to stop: 2.3 warmup epochs were as long as the run), and its warmup is int(0.23 x steps) as upstream counts."""
+    from cifar_pl.lit.schedule import PlannedLR
+
+    cli = run_cli("fit", "speed/speednet_cpu", cifar10_root,
+                  "--trainer.max_epochs 2 --data.batch_size 16 --trainer.limit_test_batches 1", cwd=tmp_path)  # fmt: skip
+    steps = cli.trainer.global_step
+    assert cli.trainer.current_epoch == 2 and steps == 2 * (144 // 16)
+    (config,) = cli.trainer.lr_scheduler_configs
+    assert isinstance(config.scheduler, PlannedLR) and config.scheduler.multiplier.warmup_steps == int(
+        0.23 * steps
+    )
+    from cifar_pl.errors import BadValue
+    from cifar_pl.lit import ImageClassifier
+
+    with pytest.raises(BadValue, match="warmup_share .* or model.schedule.warmup_epochs, not both"):
+        ImageClassifier(net="model_a", schedule={"warmup_share": 0.2, "warmup_epochs": 1})
+    with pytest.raises(BadValue, match="model.schedule.warmup_share must be in"):
+        ImageClassifier(net="model_a", schedule={"warmup_share": 1.0})

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,11 +144,31 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
         "--trainer.accelerator",
         "cpu",
     ]
+    assert sweep_main([str(sweep), *extra, "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "[sweep] dry run: 2 of 2 runs would run; nothing is started" in said
+    assert (
+        "[sweep 1/2] corrupt=none: starting (dry run: not started)" in said
+        and not (tmp_path / "lightning_logs").exists()
+    )
     assert sweep_main([str(sweep), *extra]) == 0
+    said = capsys.readouterr().out
     root = tmp_path / "lightning_logs" / "tiny"
+    # progress: run k of N, where its output goes, its result, the time so far and an estimate of the rest
+    assert (
+        f"[sweep 1/2] corrupt=none: starting (output: {Path('lightning_logs/tiny/corrupt=none/sweep.log')})"
+        in said
+    )
+    assert re.search(r"\[sweep 1/2\] corrupt=none: done in [0-9.]+ s, test/acc [0-9.]+; elapsed \d+ s, about \d+ s left "
+                     r"\(1 runs\)", said)  # fmt: skip
+    assert re.search(
+        r"\[sweep 2/2\] corrupt=random_pixels: done in [0-9.]+ s, test/acc [0-9.]+; elapsed \d+ s\n", said
+    )
+    assert "Epoch" not in said and "┏" not in said  # the children's own output is in their logs, not here
     for name in spec["runs"]:
         result = json.loads((root / name / "result.json").read_text())
         assert result["epochs"] == 2 and "test/acc" in result and "train/acc" in result
+        assert "test/acc" in (root / name / "sweep.log").read_text()  # the child's printed test table
     # the charts of the comparison: one per metric, PNG and SVG, and the final-value bars
     for stem in ("train_loss", "train_acc", "val_acc", "train_epoch_time", "final"):
         with Image.open(root / "plots" / f"{stem}.png") as im:

@@ -116,13 +116,12 @@ def test_predict_any_size_with_class_names_from_the_checkpoint(trained, tmp_path
     small = write_photo(tmp_path / "in" / "small.png", PHOTO_COLOURS[1], size=(32, 20))
     big = write_photo(tmp_path / "in" / "big.jpg", PHOTO_COLOURS[0], size=(500, 300))
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    rows = predict_main(
-        [str(tmp_path / "in"), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.csv"), "--top-k", "2"]
-    )
+    rows = predict_main([str(tmp_path / "in"), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.csv"), "--top-k",
+                         "2", "--size", "auto"])  # fmt: skip
     by_name = {Path(r["file"]).name: r for r in rows}
-    assert (
-        by_name["small.png"]["input"] == "own size 32x20"
-        and by_name["big.jpg"]["input"] == "own size 500x300"
+    assert by_name["small.png"]["input"] == "own size 32x20"  # 2x the training size: no warning
+    assert by_name["big.jpg"]["input"] == (
+        "own size 500x300; 31x the training size 16: --size train predicts at the scale the net learnt"
     )
     assert "unreadable image" in by_name["broken.jpg"]["error"]
     for name in ("small.png", "big.jpg"):
@@ -137,8 +136,9 @@ def test_predict_any_size_with_class_names_from_the_checkpoint(trained, tmp_path
     pred = Predictor.from_checkpoint(ckpt)
     assert pred.classes == ["cat", "dog", "owl"] and pred.train_size == 16
     assert pred.load_image(big, "train")[1] == "resized to 16x16"
+    # by default every image is resized to the training size, the scale the net learnt
     predict_main([str(small), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.json")])
-    assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == "own size 32x20"
+    assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == "resized to 16x16"
 
 
 def test_predictor_resizes_for_fixed_input_nets(tmp_path):
@@ -169,7 +169,8 @@ def test_every_viz_command_writes_valid_pngs(trained, tmp_path):
     made += viz_main(["cam", str(img), "--ckpt", str(ckpt), "--class", "dog", "--out", str(out / "files")])
     made += viz_main(["channels", str(img), "--ckpt", str(ckpt), "--n", "8", "--out", str(out)])
     made += viz_main(["mistakes", "--ckpt", str(ckpt), "--out", str(out)])
-    made += viz_main(["confusion", "--ckpt", str(ckpt), "--out", str(out)])
+    data_dir = str(read_checkpoint(ckpt).datamodule_args["data_dir"])  # fit's spelling works here too
+    made += viz_main(["confusion", "--ckpt", str(ckpt), "--data.data_dir", data_dir, "--out", str(out)])
     made += viz_main(["report", "--ckpt", str(ckpt), "--split", "test", "--out", str(out / "report")])
     made += viz_main(["curves", str(run), "--out", str(out)])
     names = {p.relative_to(out).as_posix() for p in made}

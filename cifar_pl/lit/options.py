@@ -126,6 +126,9 @@ class Schedule(_Group):
         interval: ``step``: cosine/multistep move every optimiser step; ``epoch``: only at epoch starts. Warmup
             always rises per step, and one-cycle is always per step.
         warmup_epochs: warmup length in epochs (fractions allowed); for onecycle, its rising part.
+        warmup_share: the warmup as a share of the stage's steps instead (0.23: the first 23%, as the speed
+            recipes define it), so a config keeps its recipe at any ``trainer.max_epochs``; not with
+            ``warmup_epochs``.
         warmup_mode: ``linear`` (from ``warmup_factor`` to 1) or ``constant`` (``warmup_factor`` throughout, as
             He et al. warm ResNet-110 up at 0.01 before 0.1).
         warmup_factor: see ``warmup_mode``.
@@ -138,13 +141,14 @@ class Schedule(_Group):
 
     KEY: ClassVar[str] = "schedule"
     TRAINING: ClassVar[frozenset[str]] = frozenset({
-        "name", "interval", "warmup_epochs", "warmup_mode", "warmup_factor", "milestones", "gamma", "min_lr",
-        "cycle_momentum",
+        "name", "interval", "warmup_epochs", "warmup_share", "warmup_mode", "warmup_factor", "milestones", "gamma",
+        "min_lr", "cycle_momentum",
     })  # fmt: skip
 
     name: Scheduler = "cosine"
     interval: Literal["step", "epoch"] = "step"
     warmup_epochs: float = 0.0
+    warmup_share: float | None = None
     warmup_mode: WarmupMode = "linear"
     warmup_factor: float = 0.0
     milestones: list[int] | None = None
@@ -157,6 +161,12 @@ class Schedule(_Group):
         check_choice("model.schedule.interval", self.interval, ("step", "epoch"))
         check_choice("model.schedule.warmup_mode", self.warmup_mode, WarmupMode)
         check_number("model.schedule.warmup_epochs", self.warmup_epochs, 0, None)
+        if self.warmup_share is not None:
+            check_number("model.schedule.warmup_share", self.warmup_share, 0, 1, hi_open=True)
+            if self.warmup_epochs:
+                raise BadValue(
+                    "give model.schedule.warmup_share (a share of the run) or model.schedule.warmup_epochs, not both"
+                )
         check_number("model.schedule.warmup_factor", self.warmup_factor, 0, 1,
                      lo_open=self.warmup_mode == "constant")  # fmt: skip
         check_number("model.schedule.min_lr", self.min_lr, 0, max(lr, 0))

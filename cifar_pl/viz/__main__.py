@@ -60,12 +60,12 @@ def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
     return data.take(slice(0, args.max_images)), data.labels[: args.max_images]
 
 
-def _files(predictor: Predictor, paths: list[str]) -> list[tuple[str, torch.Tensor]]:
+def _files(predictor: Predictor, paths: list[str], size: str = "train") -> list[tuple[str, torch.Tensor]]:
     """The readable image files as (name, uint8 image); each unreadable one is named on stderr and left out."""
     out = []
     for p in paths:
         try:
-            img, _ = predictor.load_image(p, "auto")
+            img, _ = predictor.load_image(p, size)
         except (*READ_ERRORS, UserError) as e:
             print(f"skipped {p}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
@@ -89,7 +89,7 @@ def cmd_cam(predictor: Predictor, args) -> list[Path]:
             f"--n files (--n goes up to 256)"
         )
     if args.images:
-        named = _files(predictor, args.images)
+        named = _files(predictor, args.images, args.size)
         images = [img for _, img in named]
         for name, img in named:
             cam, logits, c = class_activation_map(net, predictor.normalize(img), cls)
@@ -111,7 +111,7 @@ def cmd_cam(predictor: Predictor, args) -> list[Path]:
 
 def cmd_channels(predictor: Predictor, args) -> list[Path]:
     if args.images:
-        name, img = _files(predictor, args.images[:1])[0]
+        name, img = _files(predictor, args.images[:1], args.size)[0]
     else:
         images, labels = _split(predictor, args)
         img, name = images[0], predictor.classes[int(labels[0])]
@@ -226,16 +226,28 @@ def run(argv: list[str] | None = None) -> list[Path]:
         for name in ("cam", "channels", "mistakes", "confusion", "report"):
             p = sub.add_parser(name)
             p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
-            p.add_argument("--ckpt", required=True)
+            p.add_argument("--ckpt", required=True, help="a checkpoint written by fit")
             p.add_argument("--split", choices=["val", "test"], default="val")
-            p.add_argument("--data-dir", default=None, help="where the checkpoint's data lives now")
-            p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16))
+            p.add_argument(
+                "--data-dir",
+                "--data.data_dir",
+                dest="data_dir",
+                default=None,
+                help="where the checkpoint's data lives now (either spelling, as fit's --data.data_dir)",
+            )
+            p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16),
+                           help="images (cam), channels (channels) or mistakes shown")  # fmt: skip
+            p.add_argument("--size", choices=["train", "auto", "native"], default="train",
+                           help="image files: train resizes to the training size (default, as predict); auto "
+                                "lets a GAP net take each at its own size")  # fmt: skip
             p.add_argument(
                 "--class", dest="cls", default=None, help="CAM of this class instead of the predicted one"
             )
             p.add_argument("--no-cam", action="store_true", help="mistakes without their CAMs")
-            p.add_argument("--max-images", type=int, default=10000)
-            p.add_argument("--device", default="cpu")
+            p.add_argument(
+                "--max-images", type=int, default=10000, help="at most this many images of the split"
+            )
+            p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
             p.add_argument("--out", type=Path, default=Path("outputs/viz"))
         sub.add_parser("augment", help="augmentation previews of a config: viz augment --config X.yaml")
         p = sub.add_parser("curves")
