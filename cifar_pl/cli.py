@@ -36,7 +36,7 @@ from .data.identity import differences as data_differences
 from .errors import BadValue
 from .files import check_writable_folder
 from .lit import ImageClassifier
-from .models import load_weights
+from .models import get_cfg, load_weights
 from .renames import command_line, renamed
 from .runs import (
     LOG_ROOT,
@@ -345,6 +345,16 @@ class CifarCLI(LightningCLI):
                 f"the checkpoint {ckpt.path} was trained on the classes {ckpt.class_names}, the data has {list(names)}; "
                 f"its scores would be read under the wrong names: pass the data it was trained on"
             )
+        size = getattr(dm, "image_size", None)
+        if (
+            ckpt is not None
+            and get_cfg(ckpt.net, ckpt.model_args.get("net_kwargs")).sized
+            and size != ckpt.image_size()
+        ):
+            raise BadValue(
+                f"the checkpoint {ckpt.path} has a {ckpt.net} built for {ckpt.image_size()}x{ckpt.image_size()} images "
+                f"(a flatten head), the data gives {size}x{size}: pass --data.image_size {ckpt.image_size()}"
+            )
         self._check_image_size(model, dm)
 
     @staticmethod
@@ -437,6 +447,10 @@ class CifarCLI(LightningCLI):
         self._run_dir = (
             Path(log_dir) if log_dir else None
         )  # no logger (or fast_dev_run): no run folder, no record
+        if (
+            self._run_dir is not None
+        ):  # first, so the user knows where to look (TensorBoard, run.json, checkpoints)
+            rank_zero_info(f"run folder: {self._run_dir}")
         self._record(status="running", experiment=self.config.fit.experiment, max_epochs=self.trainer.max_epochs,
                      ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None),
                      config=self._config_view, _drop=STOP_FIELDS)  # fmt: skip

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import BadValue
+
 log = logging.getLogger("cifar_pl")
 
 #: class paths a config may name (``class_path: ...`` or a ``--trainer.callbacks+=`` value)
@@ -19,6 +21,8 @@ CLASS_PATHS: dict[str, str] = {
     "cifar_pl.callbacks.test_each_epoch.TestEachEpoch": "cifar_pl.callbacks.EvaluateEachEpoch",
     "cifar_pl.callbacks.TestReport": "cifar_pl.callbacks.EndOfTestReport",
     "cifar_pl.callbacks.test_report.TestReport": "cifar_pl.callbacks.EndOfTestReport",
+    "TestEachEpoch": "EvaluateEachEpoch",  # the short names jsonargparse resolves among the callbacks
+    "TestReport": "EndOfTestReport",
 }
 
 #: ImageClassifier's flat keys before its options were grouped (2026-12) -> ``<group>.<field>``
@@ -48,26 +52,49 @@ def _note(old: str, new: str) -> None:
         log.warning(f"{old} is now {new}; the old name still works, use the new one in new configs")
 
 
+def _class(value: str) -> str:
+    new = CLASS_PATHS.get(value)
+    if new is None:
+        return value
+    _note(value, new)
+    return new
+
+
 def model_args(args: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
-    """ImageClassifier's arguments with flat keys of before the grouping moved into their groups (a value
-    already given under the new key wins)."""
-    if not any(k in MODEL_KEYS for k in args):
+    """ImageClassifier's arguments with flat keys of before the grouping moved into their groups, said in one line
+    for the whole mapping. Where an old key and its new key are both given, the new one is used, and the line
+    says so; a group given as something other than a mapping is refused."""
+    old_keys = [k for k in args if k in MODEL_KEYS]
+    if not old_keys:
         return dict(args)
     out = {k: v for k, v in args.items() if k not in MODEL_KEYS}
-    for old, value in args.items():
-        if old not in MODEL_KEYS:
-            continue
+    ignored = []
+    for old in old_keys:
         group, name = MODEL_KEYS[old].split(".")
-        _note(f"{where}.{old}", f"{where}.{group}.{name}")
         current = out.get(group)
-        merged = dict(current) if isinstance(current, Mapping) else {}
-        merged.setdefault(name, value)
+        if current is not None and not isinstance(current, Mapping):
+            raise BadValue(
+                f"{where}.{group} is {current!r}, not a mapping of its keys (e.g. {{{name}: ...}})"
+            )
+        merged = dict(current or {})
+        if name in merged and merged[name] != args[old]:
+            ignored.append(
+                f"{where}.{old} {args[old]!r} (the file also gives {where}.{group}.{name} {merged[name]!r})"
+            )
+        merged.setdefault(name, args[old])
         out[group] = merged
+    shown = ", ".join(f"{k} -> {MODEL_KEYS[k]}" for k in old_keys[:4])
+    more = f", ... ({len(old_keys)} keys)" if len(old_keys) > 4 else ""
+    log.warning(f"{where}: flat keys of before 2026-12 read as their groups ({shown}{more}); they still work, the "
+                f"grouped keys are the ones to write")  # fmt: skip
+    if ignored:
+        log.warning(f"{where}: ignored {'; '.join(ignored)}: the grouped key is used")
     return out
 
 
 def command_line(args: list[str]) -> list[str]:
-    """``--model.<old key> ...`` (or ``--model.<old key>=...``) as ``--model.<group>.<field>``."""
+    """``--model.<old key> ...`` (or ``--model.<old key>=...``) as ``--model.<group>.<field>``, and an old class
+    name given as a value (``--trainer.callbacks+=TestEachEpoch``) as its new one."""
     out = []
     for arg in args:
         head, sep, value = arg.partition("=")
@@ -75,6 +102,14 @@ def command_line(args: list[str]) -> list[str]:
             new = "--model." + MODEL_KEYS[head[len("--model.") :]]
             _note(head, new)
             arg = new + sep + value
+        elif (
+            sep and head.startswith("--trainer.callbacks") and value in CLASS_PATHS
+        ):  # ...callbacks+=TestReport
+            arg = head + sep + _class(value)
+        elif (
+            out and out[-1].startswith("--trainer.callbacks") and arg in CLASS_PATHS
+        ):  # ...callbacks+ TestReport
+            arg = _class(arg)
         out.append(arg)
     return out
 
@@ -84,11 +119,8 @@ def renamed(value: Any) -> Any:
     new one and ``model:``'s flat keys of before the grouping moved into their groups; anything else is returned
     as it is (the same object when nothing changed)."""
     if isinstance(value, str):
-        new = CLASS_PATHS.get(value)
-        if new is None:
-            return value
-        _note(value, new)
-        return new
+        # a full class path only: a bare word (a run name, a class of the data) is never taken for a class
+        return _class(value) if value.startswith("cifar_pl.") else value
     if isinstance(value, list):
         out = [renamed(v) for v in value]
         return value if all(a is b for a, b in zip(out, value, strict=True)) else out
@@ -97,5 +129,12 @@ def renamed(value: Any) -> Any:
         model = out.get("model")
         if isinstance(model, Mapping) and any(k in MODEL_KEYS for k in model):
             out["model"] = model_args(model)
-        return value if all(out[k] is value[k] for k in value) else out
+        # dotted keys at the top of a config (``model.lr: 0.01`` after ``config: base.yaml``)
+        dotted = [k for k in out if isinstance(k, str) and k.startswith("model.") and k[6:] in MODEL_KEYS]
+        for key in dotted:
+            new = "model." + MODEL_KEYS[key[6:]]
+            _note(key, new)
+            out = {(new if k == key else k): v for k, v in out.items()}
+        changed = set(out) != set(value) or any(out[k] is not value[k] for k in value)
+        return out if changed else value
     return value

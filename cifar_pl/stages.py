@@ -89,6 +89,13 @@ def differences(
 ) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every training-relevant value that differs, sorted by key."""
     a, b = flatten(renamed(old)), flatten(renamed(new))  # keys of before a rename compare as the new ones
+    for flat in (
+        a,
+        b,
+    ):  # a flatten head's input_size given as the data's image size is what the link now gives
+        given = flat.get("model.net_kwargs.input_size")
+        if given is not None and given == flat.get("data.init_args.image_size"):
+            del flat["model.net_kwargs.input_size"]
     keys = (a.keys() & b.keys()) if only_common else (a.keys() | b.keys())
     missing = object()
     defaults = _defaults()
@@ -124,6 +131,13 @@ def describe(changes: list[tuple[str, Any, Any]], limit: int = 12) -> str:
 
 
 def _short(value: Any) -> str:
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, Mapping) and "class_path" in v for v in value)
+    ):
+        # callbacks and the like: their class names, not a cut-off dict of their settings
+        return "[" + ", ".join(str(v["class_path"]).rsplit(".", 1)[-1] for v in value) + "]"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -145,6 +159,11 @@ class Continuation:
             return f"resuming {self.checkpoint.path} {where} (epoch {self.checkpoint.epoch}, step {self.checkpoint.global_step})"
         counters = (f"counters continue at epoch {self.start_epoch}, step {self.start_step}"
                     if self.start_epoch or self.start_step else "counters start at 0")  # fmt: skip
+        if (self.start_epoch or self.start_step) and Path(self.checkpoint.path).resolve().name != "last.ckpt":
+            # best.ckpt (or an epoch's checkpoint) holds the epoch it was saved at, not the run's last
+            counters += (
+                f" (where {Path(self.checkpoint.path).name} was saved; the run may have trained longer)"
+            )
         return f"new stage from {self.checkpoint.path}: {describe(self.changes)}; {counters}"
 
 

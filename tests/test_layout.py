@@ -40,7 +40,7 @@ def test_every_old_class_path_names_a_class_that_exists():
     import importlib
 
     for old, new in CLASS_PATHS.items():
-        module, name = new.rsplit(".", 1)
+        module, name = new.rsplit(".", 1) if "." in new else ("cifar_pl.callbacks", new)
         assert isinstance(getattr(importlib.import_module(module), name), type), old
 
 
@@ -194,3 +194,45 @@ def test_one_image_size_a_flatten_head_is_built_for_the_datas_size(photo_root, t
     saved = read_checkpoint(tmp_path / cli.trainer.log_dir / "checkpoints" / "last.ckpt")
     assert saved.model_args["image_size"] == 24 and saved.image_size() == 24
     assert saved.build_model().net.fixed_input_size == (24, 24)
+    # scoring it at another size is one line, not a state-dict size mismatch
+    with pytest.raises(ValueError, match=r"built for 24x24 images \(a flatten head\), the data gives 32x32: pass "
+                                         r"--data.image_size 24"):  # fmt: skip
+        run_cli("validate", "transfer/1_scratch", photo_root, "--experiment sized --ckpt_path last "
+                "--data.image_size 32", cwd=tmp_path)  # fmt: skip
+
+
+def test_old_keys_in_every_place_a_config_gives_them(tmp_path, caplog):
+    """Dotted top-level keys after an include, a file with old and new keys for one option (the new one is used,
+    and said), a group given as a word, the short callback names, and an old run whose flatten head was sized
+    through net_kwargs.input_size resuming as the same configuration."""
+    import logging
+
+    from cifar_pl.errors import BadValue
+    from cifar_pl.stages import differences
+
+    with caplog.at_level(logging.WARNING, logger="cifar_pl"):
+        out = renamed({"config": "base.yaml", "model.lr": 0.01, "model.ema_decay": 0.9})
+        assert out == {"config": "base.yaml", "model.optim.lr": 0.01, "model.average.decay": 0.9}
+        both = renamed({"model": {"lr": 0.2, "optim": {"lr": 0.3}}})
+    assert both["model"]["optim"]["lr"] == 0.3
+    assert (
+        "ignored model.lr 0.2 (the file also gives model.optim.lr 0.3): the grouped key is used"
+        in caplog.text
+    )
+    with pytest.raises(BadValue, match="model.optim is 'adam', not a mapping of its keys"):
+        renamed({"model": {"optim": "adam", "lr": 0.1}})
+    assert renamed("TestEachEpoch") == "TestEachEpoch"  # a bare word in a file is never taken for a class
+    from cifar_pl.renames import command_line
+
+    assert command_line(["--trainer.callbacks+=TestEachEpoch", "--trainer.callbacks+", "TestReport",
+                         "--experiment", "TestReport"]) == [
+        "--trainer.callbacks+=EvaluateEachEpoch", "--trainer.callbacks+", "EndOfTestReport", "--experiment", "TestReport"
+    ]  # fmt: skip
+    old = {
+        "model": {"net": "model_g", "net_kwargs": {"input_size": 64}},
+        "data": {"init_args": {"image_size": 64}},
+    }
+    new = {"model": {"net": "model_g", "net_kwargs": None}, "data": {"init_args": {"image_size": 64}}}
+    assert differences(old, new) == []
+    new["data"]["init_args"]["image_size"] = 48
+    assert differences(old, new)  # another size is another net

@@ -328,6 +328,7 @@ def test_repeated_runs_are_drawn_as_a_band_and_error_bars():
     assert heights == [0.52, 0.6]
     errorbars = [c for c in bars.containers if type(c).__name__ == "ErrorbarContainer"]
     assert len(errorbars) == 1  # the std as error bars
+    assert bars.get_ylabel() == "test/acc, last epoch (mean ± 1 std)"
 
 
 @pytest.mark.slow  # a training process (or several) of its own: the slow tier

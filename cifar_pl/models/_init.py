@@ -19,7 +19,7 @@ def init_weights(net: nn.Module, scheme: str) -> nn.Module:
     if scheme == "default":
         return net
     if scheme != "keras":
-        raise ValueError(f"unknown weight_init {scheme!r}")
+        raise ValueError(f"unknown model.init.scheme {scheme!r}")
     for m in net.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)

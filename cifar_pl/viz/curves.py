@@ -182,6 +182,8 @@ def final_bars_figure(
         fontsize=7,
     )
     ax.set_title(title or "final values", fontsize=10)
+    repeated = any(isinstance(runs[n], list) and len(runs[n]) > 1 for n in names)
+    ax.set_ylabel(f"{' / '.join(metrics)}, last epoch" + (" (mean ± 1 std)" if repeated else ""), fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
