@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import warnings
@@ -56,6 +57,19 @@ from .stages import Continuation, plan_continuation
 # names replaced by new ones (cifar_pl.renames).
 _bounded = safe_yaml.bounded_loader(jsonargparse.get_loader("yaml"))
 jsonargparse.set_loader("yaml", lambda text: renamed(_bounded(text)), exceptions=(yaml.YAMLError,))
+
+
+class _NoAdverts(logging.Filter):
+    """Lightning's start-up tips advertise its cloud products; a run's first lines are for the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdverts())
+# Lightning's own call into a torch API that torch deprecated: nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 EVALUATING = ("validate", "test", "predict")
 # What a stop (or a failure) wrote into run.json; a run that starts again (a resume) clears it.

@@ -60,6 +60,7 @@ def test_a_new_stage_uses_the_new_values_continues_the_counters_and_lists_the_ch
     assert "-> [BatchNormEval]" in said  # the callbacks by name, not a cut-off dict of their settings
     # where the run lives is said first, before any epoch (not only inside the final "best checkpoint:" line)
     assert said.index("run folder: lightning_logs/a/version_1") < said.index("best checkpoint:")
+    assert "Tip:" not in said  # Lightning's adverts for its cloud products are not a run's first lines
     assert "counters continue at epoch 2, step 18" in said
     run = cwd / "lightning_logs" / "a" / "version_1"  # a new folder; the first stage's is left as it was
     stage = json.loads((run / "stage.json").read_text())
