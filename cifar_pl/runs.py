@@ -184,14 +184,26 @@ def write_stage(run_dir: Path, parent_ckpt: Path, start_epoch: int, start_step: 
     })  # fmt: skip
 
 
-def stage_parent(run_dir: Path) -> Path | None:
-    """The run folder a stage started from (``stage.json``), or None (not a stage, or unreadable). Stage files
-    written before 2026-12 hold an absolute path; later ones a path relative to the run's folder."""
+def read_stage(run_dir: Path) -> dict[str, Any] | None:
+    """A stage's ``stage.json`` (None: not a stage, or unreadable)."""
     try:
         data = json.loads((Path(run_dir) / STAGE).read_text())
     except (OSError, ValueError):
         return None
-    parent = data.get("parent_run") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def stage_start(run_dir: Path) -> int | None:
+    """The epoch a stage's counters started at (None: not a stage, or counters restarted at 0)."""
+    start = (read_stage(run_dir) or {}).get("start_epoch")
+    return start if isinstance(start, int) and not isinstance(start, bool) and start > 0 else None
+
+
+def stage_parent(run_dir: Path) -> Path | None:
+    """The run folder a stage started from (``stage.json``), or None (not a stage, or unreadable). Stage files
+    written before 2026-12 hold an absolute path; later ones a path relative to the run's folder."""
+    data = read_stage(run_dir)
+    parent = data.get("parent_run") if data else None
     if not isinstance(parent, str) or not parent:
         return None
     path = Path(parent)

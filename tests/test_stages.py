@@ -86,6 +86,15 @@ def test_a_new_stage_uses_the_new_values_continues_the_counters_and_lists_the_ch
     # the curves of both stages join on one epoch axis
     epochs = [e for e, _ in read_scalars(run)["train/loss"]]
     assert epochs == [0, 1, 2, 3]
+    # ... and `viz curves` marks where the second stage began
+    from cifar_pl.viz.curves import curves_figure, stage_starts
+
+    assert stage_starts(run) == [2]
+    fig = curves_figure(read_scalars(run), stages=stage_starts(run))
+    marks = [ln for ax in fig.axes for ln in ax.lines if ln.get_label() == "stage start"]
+    assert len(marks) == 3 and all(
+        m.get_xdata()[0] == 1.5 for m in marks
+    )  # in each panel, between epochs 1 and 2
     assert not (cwd / "lightning_logs" / "a" / "version_0" / "config_resume1.yaml").exists()
 
 

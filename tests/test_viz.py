@@ -264,3 +264,12 @@ def test_the_report_ranks_mistakes_by_the_test_pass_own_logits(trained, tmp_path
     seen.clear()
     EndOfTestReport(n_cams=2, n_mistakes=4).on_test_end(fake, model)
     assert sum(seen) == 8 + n
+
+
+def test_curves_draw_the_test_on_validation_score_and_the_test_curve():
+    from cifar_pl.viz.curves import curves_figure
+
+    scalars = {"train/acc": [(0, 0.5), (1, 0.6)], "val/acc": [(0, 0.4), (1, 0.5)],
+               "clean_test/acc": [(0, 0.41), (1, 0.52)], "test_on_val/acc": [(1, 0.55)]}  # fmt: skip
+    labels = [ln.get_label() for ax in curves_figure(scalars).axes for ln in ax.lines]
+    assert "clean_test/acc" in labels and "test_on_val/acc 0.550" in labels

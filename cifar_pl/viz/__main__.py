@@ -36,7 +36,7 @@ from ..files import check_writable_folder, csv_cell, write_text_atomic
 from ..images import READ_ERRORS
 from ..inference import Predictor
 from .activations import drift_figure, read_history
-from .curves import curves_figure, read_scalars, save
+from .curves import curves_figure, read_scalars, save, stage_starts
 
 MAX_SPLIT_BYTES = 2 << 30  # uint8 images a picture command holds at once
 
@@ -178,7 +178,9 @@ def cmd_curves(args) -> list[Path]:
             Path(run).resolve().name if not Path(run).name.startswith("version_") else Path(run).parent.name
         )
         paths += save(
-            curves_figure(read_scalars(run), title=str(run)), args.out / f"curves_{name}", ("png", "svg")
+            curves_figure(read_scalars(run), title=str(run), stages=stage_starts(run)),
+            args.out / f"curves_{name}",
+            ("png", "svg"),
         )
     return paths
 

@@ -3,13 +3,14 @@ against the epoch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import MissingFile
-from ..runs import mean_std, stage_parent, version_dirs
+from ..runs import mean_std, stage_parent, stage_start, version_dirs
 
 
 def _has_events(d: Path) -> bool:
@@ -62,8 +63,18 @@ def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(values.items()) for tag, values in out.items()}
 
 
-def curves_figure(scalars: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
-    """The classic pair, loss and accuracy with train against validation, and the wall time of each epoch."""
+def stage_starts(path: str | Path) -> list[int]:
+    """The epochs at which the later stages of a run began (``stage.json`` of each run folder ``read_scalars``
+    joins), for marking them on the curves."""
+    return sorted({s for d in run_dirs(path) if (s := stage_start(d)) is not None})
+
+
+def curves_figure(
+    scalars: dict[str, list[tuple[int, float]]], title: str = "", stages: Sequence[int] = ()
+) -> Figure:
+    """The classic pair, loss and accuracy with train against validation (and the test curve of
+    EvaluateEachEpoch, the final test or test-on-validation score as a line), and the wall time of each epoch;
+    ``stages``: epochs where a new stage began, drawn as dotted lines."""
     panels = [
         ("loss", ["train/loss", "val/loss"]),
         ("accuracy", ["train/acc", "val/acc"]),
@@ -76,14 +87,17 @@ def curves_figure(scalars: dict[str, list[tuple[int, float]]], title: str = "") 
             if tag in scalars:
                 xs, ys = zip(*scalars[tag], strict=True)
                 ax.plot(xs, ys, marker="o", markersize=3, label=tag)
-        if name == "accuracy" and "test/acc" in scalars:
-            ax.axhline(
-                scalars["test/acc"][-1][1],
-                color="gray",
-                ls="--",
-                lw=1,
-                label=f"test/acc {scalars['test/acc'][-1][1]:.3f}",
-            )
+        if name == "accuracy" and "clean_test/acc" in scalars:
+            xs, ys = zip(*scalars["clean_test/acc"], strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, label="clean_test/acc")
+        for final, style in (("test/acc", "--"), ("test_on_val/acc", ":")):
+            if name == "accuracy" and final in scalars:
+                value = scalars[final][-1][1]
+                ax.axhline(value, color="gray", ls=style, lw=1, label=f"{final} {value:.3f}")
+        for k, start in enumerate(stages, 2):
+            ax.axvline(start - 0.5, color="tab:purple", ls=":", lw=1, label="stage start" if k == 2 else None)
+            ax.annotate(f"stage {k}", (start - 0.5, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                        color="tab:purple", xytext=(2, -10), textcoords="offset points")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
