@@ -89,19 +89,24 @@ def preset_steps(a, steps: int, phases: Phases | None = None):
         model.train_metrics.update(logits.detach(), y)
         if phases:
             phases.mark("forward + loss + metrics")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if phases:
-            phases.mark("backward")
-        opt.step()
-        if phases:
-            phases.mark("optimiser")
+        _backward_and_step(loss, opt, phases)
         if step % 5 == 0:
             model.ema.update(model.net, 0.5)
             model.ema.copy_to(model.net)
         if phases:
             phases.mark("weight average (every 5th step)")
         yield
+
+
+def _backward_and_step(loss: torch.Tensor, opt: torch.optim.Optimizer, phases: Phases | None) -> None:
+    """The same backward and optimiser phases on both sides, timed alike."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if phases:
+        phases.mark("backward")
+    opt.step()
+    if phases:
+        phases.mark("optimiser")
 
 
 def recipe_steps(a, steps: int, phases: Phases | None = None):
@@ -133,13 +138,7 @@ def recipe_steps(a, steps: int, phases: Phases | None = None):
         loss = loss_fn(net(inputs), labels).sum()
         if phases:
             phases.mark("forward + loss + metrics")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if phases:
-            phases.mark("backward")
-        opt.step()
-        if phases:
-            phases.mark("optimiser")
+        _backward_and_step(loss, opt, phases)
         if step % 5 == 0:
             lookahead.update(net, decay=0.5)
         if phases:
