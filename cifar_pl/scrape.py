@@ -377,14 +377,15 @@ def print_summary(summary: dict[str, Counter], out: Path) -> None:
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cifar_pl.scrape", description=__doc__.split("\n\n")[0])
     parser.add_argument("classes", nargs="*", help="one search query per class; it names the class")
-    parser.add_argument("--per-class", type=int, default=300)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--per-class", type=int, default=300, help="photos to keep per class (default 300)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the collection's folder: one sub-folder per class, a manifest, contact sheets")  # fmt: skip
     parser.add_argument(
         "--remove", nargs="+", metavar="FILE", help="drop these kept images (and never refetch them)"
     )
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=15.0)
-    parser.add_argument("--max-mb", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=8, help="downloads at once (default 8)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per download (default 15)")
+    parser.add_argument("--max-mb", type=float, default=15.0, help="larger files are dropped (default 15 MB)")
     args = parser.parse_args(argv)
     if args.remove:
         for p in remove(args.remove, args.out):

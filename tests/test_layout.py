@@ -236,3 +236,31 @@ def test_old_keys_in_every_place_a_config_gives_them(tmp_path, caplog):
     assert differences(old, new) == []
     new["data"]["init_args"]["image_size"] = 48
     assert differences(old, new)  # another size is another net
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("cifar_pl.predict", []), ("cifar_pl.scrape", []), ("cifar_pl.sweep", []), ("cifar_pl.viz.__main__", ["cam"]),
+    ("cifar_pl.viz.__main__", ["curves"]), ("cifar_pl.viz.__main__", ["activations"]),
+])  # fmt: skip
+def test_every_option_of_the_commands_has_help_text(module, argv, capsys):
+    """`--help` of each command documents every option (argparse leaves an option without help as a bare name)."""
+    import importlib
+    import re
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main([*argv, "--help"])
+    text = capsys.readouterr().out
+    lines = text[text.index("options:") :].splitlines()[1:]
+    bare = []
+    for i, line in enumerate(lines):
+        if not line.startswith("  -") or line.lstrip().startswith("-h"):
+            continue
+        spec_only = re.fullmatch(r"  -\S.*?(?:\s{2,}\S.*)?", line) and not re.search(
+            r"\s{2,}\S", line.strip()
+        )
+        follows = lines[i + 1] if i + 1 < len(lines) else ""
+        if spec_only and not follows.startswith(
+            " " * 8
+        ):  # argparse puts a long option's help on the next line
+            bare.append(line.strip())
+    assert bare == [], f"{module}: options without help: {bare}"

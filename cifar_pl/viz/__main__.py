@@ -229,7 +229,8 @@ def run(argv: list[str] | None = None) -> list[Path]:
             p = sub.add_parser(name)
             p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
             p.add_argument("--ckpt", required=True, help="a checkpoint written by fit")
-            p.add_argument("--split", choices=["val", "test"], default="val")
+            p.add_argument("--split", choices=["val", "test"], default="val",
+                           help="without image files: the checkpoint's split to draw from (default val)")  # fmt: skip
             p.add_argument(
                 "--data-dir",
                 "--data.data_dir",
@@ -250,15 +251,30 @@ def run(argv: list[str] | None = None) -> list[Path]:
                 "--max-images", type=int, default=10000, help="at most this many images of the split"
             )
             p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
-            p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+            p.add_argument(
+                "--out",
+                type=Path,
+                default=Path("outputs/viz"),
+                help="folder for the figures (default outputs/viz)",
+            )
         sub.add_parser("augment", help="augmentation previews of a config: viz augment --config X.yaml")
         p = sub.add_parser("curves")
         p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
-        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("outputs/viz"),
+            help="folder for the figures (default outputs/viz)",
+        )
         p = sub.add_parser("activations")
         p.add_argument("runs", nargs="+", help="run folders trained with the ActivationStats callback")
         p.add_argument("--layers", type=int, default=4, help="layers per run, spread over the depth")
-        p.add_argument("--out", type=Path, default=Path("outputs/viz"))
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("outputs/viz"),
+            help="folder for the figures (default outputs/viz)",
+        )
         args = parser.parse_args(argv)
         if args.command == "curves":
             paths = cmd_curves(args)
