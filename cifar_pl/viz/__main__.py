@@ -75,6 +75,12 @@ def _files(predictor: Predictor, paths: list[str], size: str = "train") -> list[
     return out
 
 
+def _add_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/viz"), help="folder for the figures (default outputs/viz)"
+    )
+
+
 def cmd_cam(predictor: Predictor, args) -> list[Path]:
     net = predictor.net
     if args.cls is not None and args.cls not in predictor.classes:
@@ -251,30 +257,15 @@ def run(argv: list[str] | None = None) -> list[Path]:
                 "--max-images", type=int, default=10000, help="at most this many images of the split"
             )
             p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
-            p.add_argument(
-                "--out",
-                type=Path,
-                default=Path("outputs/viz"),
-                help="folder for the figures (default outputs/viz)",
-            )
+            _add_out(p)
         sub.add_parser("augment", help="augmentation previews of a config: viz augment --config X.yaml")
         p = sub.add_parser("curves")
         p.add_argument("runs", nargs="+", help="run folders (lightning_logs/<experiment>[/version_N])")
-        p.add_argument(
-            "--out",
-            type=Path,
-            default=Path("outputs/viz"),
-            help="folder for the figures (default outputs/viz)",
-        )
+        _add_out(p)
         p = sub.add_parser("activations")
         p.add_argument("runs", nargs="+", help="run folders trained with the ActivationStats callback")
         p.add_argument("--layers", type=int, default=4, help="layers per run, spread over the depth")
-        p.add_argument(
-            "--out",
-            type=Path,
-            default=Path("outputs/viz"),
-            help="folder for the figures (default outputs/viz)",
-        )
+        _add_out(p)
         args = parser.parse_args(argv)
         if args.command == "curves":
             paths = cmd_curves(args)
