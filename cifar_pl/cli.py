@@ -37,6 +37,7 @@ from .data.identity import differences as data_differences
 from .errors import BadValue
 from .files import check_writable_folder
 from .lit import ImageClassifier
+from .logger import ExperimentLogger, experiment_columns
 from .models import get_cfg, load_weights
 from .renames import command_line, renamed
 from .runs import (
@@ -75,6 +76,14 @@ EVALUATING = ("validate", "test", "predict")
 # What a stop (or a failure) wrote into run.json; a run that starts again (a resume) clears it.
 STOP_FIELDS = ("exit_code", "phase", "stopped_epoch", "stopped_step", "epoch", "global_step", "checkpoint_epoch",
                "checkpoint_step", "last_checkpoint", "error")  # fmt: skip
+
+
+# keep the keys whose value is None in a dump (the option's name is skip_unset from jsonargparse 4.49, skip_none before)
+_KEEP_NONE = (
+    {"skip_unset": False}
+    if tuple(int(p) for p in re.findall(r"\d+", jsonargparse.__version__)[:2]) >= (4, 49)
+    else {"skip_none": False}
+)
 
 
 def parse_error_line(message: str) -> str:
@@ -229,7 +238,7 @@ class CifarCLI(LightningCLI):
                 "as tensors and plain values only. Convert a file you trust once with torch.save(torch.load(f, "
                 "weights_only=False)['state_dict'], 'clean.pt') and start from it with model.init.weights"
             )
-        self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, skip_none=False))
+        self._config_view = yaml.safe_load(self._parser(sub).dump(cfg, **_KEEP_NONE))
         version = None
         if sub == "fit":
             self._check_fit_values(cfg)
@@ -240,7 +249,7 @@ class CifarCLI(LightningCLI):
         trainer = cfg.trainer
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = Namespace(
-                class_path="pytorch_lightning.loggers.TensorBoardLogger",
+                class_path="cifar_pl.logger.ExperimentLogger",
                 init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment, version=version),
             )
 
@@ -431,7 +440,11 @@ class CifarCLI(LightningCLI):
         )
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return self._instantiate_trainer(config, extra)
+        trainer = self._instantiate_trainer(config, extra)
+        for logger in trainer.loggers:  # the HParams row: the values that define this run
+            if isinstance(logger, ExperimentLogger):
+                logger.columns = experiment_columns(self._config_view)
+        return trainer
 
     # ---- fit: stages, the data check, the run's record, stops, test after fit ----
     def before_fit(self) -> None:

@@ -53,9 +53,9 @@ def predict(argv: list[str] | None = None) -> list[dict]:
     """Parse ``argv``, predict, write the table; returns the rows (raises for bad options)."""
     parser = argparse.ArgumentParser(prog="python -m cifar_pl.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
-    parser.add_argument(
-        "--ckpt", required=True, help="a checkpoint written by `fit` (e.g. lightning_logs/X/best.ckpt)"
-    )
+    parser.add_argument("--ckpt", "--ckpt_path", dest="ckpt", required=True,
+                        help="a checkpoint written by `fit` (e.g. lightning_logs/X/best.ckpt); either spelling, "
+                             "as fit's --ckpt_path")  # fmt: skip
     parser.add_argument("--out", default="predictions.csv", help="output file: .csv or .json")
     parser.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3)")
     parser.add_argument("--size", choices=["train", "auto", "native"], default="train",

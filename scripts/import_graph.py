@@ -8,7 +8,7 @@ which, the cycles, the imports that go up a layer, and the imports made inside f
 
 Layers, lowest first (a module may import its own layer or lower ones only):
   basics   errors, checks, devices, images, files, safe_yaml, renames, runs, weights_io (checkpoint files as bytes)
-  domain   models, data, lit, evaluation, figures, callbacks
+  domain   models, data, lit, evaluation, figures, callbacks, logger (the TensorBoard logger)
   entry    cli, stages, checkpoints (rebuilding objects from a file), predict, inference, viz, sweep, scrape, __main__
 A function-level import of our own modules is allowed only where the line carries a ``# deferred:`` comment
 saying why (a heavy optional dependency, e.g. matplotlib or timm, kept out of start-up).
@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "checks", "devices", "images", "files", "safe_yaml", "renames", "runs", "weights_io"], 0
     ),
-    **dict.fromkeys(["models", "data", "lit", "evaluation", "figures", "callbacks"], 1),
+    **dict.fromkeys(["models", "data", "lit", "evaluation", "figures", "callbacks", "logger"], 1),
     **dict.fromkeys(
         [
             "cli",

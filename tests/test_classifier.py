@@ -276,14 +276,14 @@ def test_keras_weight_init_is_glorot_uniform_with_zero_biases():
         ImageClassifier(net="base_cnn", init={"scheme": "he"})
 
 
-def test_hp_metric_is_the_best_validation_accuracy_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):
+def test_best_validation_accuracy_is_logged_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):
     from .helpers import run_cli
 
     monkeypatch.chdir(tmp_path)
     cli = run_cli("fit", "quickstart", cifar10_root, "--trainer.max_epochs 3 --test_after_fit false")
     model = cli.model
     accs = [float(v) for v in _scalars(cli.trainer.log_dir, "val/acc")]
-    assert _scalars(cli.trainer.log_dir, "hp_metric")[-1] == pytest.approx(max(accs))
+    assert _scalars(cli.trainer.log_dir, "val/acc_best")[-1] == pytest.approx(max(accs))
     assert model.best_val_acc == pytest.approx(max(accs))
     ckpt = torch.load(
         tmp_path / "lightning_logs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True

@@ -116,7 +116,7 @@ def test_run_leaves_logs_config_and_checkpoints(short_run):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for key in ["train/loss", "train/acc", "train/acc5", "val/loss", "val/acc", "val/acc5", "train/epoch_time",
-                "lr-SGD", "test/acc", "test/loss"]:  # fmt: skip
+                "train/lr-SGD", "train/epoch", "test/acc", "test/loss"]:  # fmt: skip
         assert key in tags, key
     assert len(events.Scalars("val/acc")) == 2 and len(events.Scalars("train/epoch_time")) == 2
     assert all(e.value > 0 for e in events.Scalars("train/epoch_time"))

@@ -29,7 +29,7 @@ def _lrs(run: Path) -> dict[int, float]:
     for events in sorted(run.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
-        for e in acc.Scalars("lr-SGD") if "lr-SGD" in acc.Tags()["scalars"] else []:
+        for e in acc.Scalars("train/lr-SGD") if "train/lr-SGD" in acc.Tags()["scalars"] else []:
             out[e.step] = e.value
     return out
 

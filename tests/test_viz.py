@@ -137,7 +137,7 @@ def test_predict_any_size_with_class_names_from_the_checkpoint(trained, tmp_path
     assert pred.classes == ["cat", "dog", "owl"] and pred.train_size == 16
     assert pred.load_image(big, "train")[1] == "resized to 16x16"
     # by default every image is resized to the training size, the scale the net learnt
-    predict_main([str(small), "--ckpt", str(ckpt), "--out", str(tmp_path / "p.json")])
+    predict_main([str(small), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "p.json")])  # fit's spelling
     assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == "resized to 16x16"
 
 
@@ -168,7 +168,7 @@ def test_every_viz_command_writes_valid_pngs(trained, tmp_path):
     made += viz_main(["cam", "--ckpt", str(ckpt), "--out", str(out / "split")])
     made += viz_main(["cam", str(img), "--ckpt", str(ckpt), "--class", "dog", "--out", str(out / "files")])
     made += viz_main(["channels", str(img), "--ckpt", str(ckpt), "--n", "8", "--out", str(out)])
-    made += viz_main(["mistakes", "--ckpt", str(ckpt), "--out", str(out)])
+    made += viz_main(["mistakes", "--ckpt_path", str(ckpt), "--out", str(out)])  # fit's spelling works too
     data_dir = str(read_checkpoint(ckpt).datamodule_args["data_dir"])  # fit's spelling works here too
     made += viz_main(["confusion", "--ckpt", str(ckpt), "--data.data_dir", data_dir, "--out", str(out)])
     made += viz_main(["report", "--ckpt", str(ckpt), "--split", "test", "--out", str(out / "report")])

@@ -4,6 +4,7 @@ from ..renames import renamed
 from .activations import ActivationStats
 from .each_epoch import EvaluateEachEpoch
 from .freeze import BatchNormEval, FreezeBackbone, batchnorm_layers, body_parameters
+from .histograms import ParameterHistograms
 from .preview import DataPreview
 from .report import EndOfTestReport
 from .rng import RNGState
@@ -13,7 +14,7 @@ from .whiten import WhitenFromData
 
 __all__ = [
     "ActivationStats", "BatchNormEval", "DataPreview", "FreezeBackbone", "GracefulStop", "RNGState", "RunConfig", "StageStart",
-    "EvaluateEachEpoch", "EndOfTestReport", "WhitenFromData",
+    "EvaluateEachEpoch", "EndOfTestReport", "ParameterHistograms", "WhitenFromData",
     "batchnorm_layers", "body_parameters",
 ]  # fmt: skip
 

@@ -112,7 +112,7 @@ class ImageClassifier(pl.LightningModule):
         self.test_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._epoch_start: float | None = None
-        self.best_val_acc: float | None = None  # TensorBoard's hp_metric; kept in checkpoints
+        self.best_val_acc: float | None = None  # logged as val/acc_best; kept in checkpoints
 
     @staticmethod
     def _net_kwargs(net: str, net_kwargs: dict[str, Any] | None, image_size: int | None) -> dict[str, Any]:
@@ -407,13 +407,12 @@ class ImageClassifier(pl.LightningModule):
                 config.scheduler.replan(self.schedule_plan())
 
     def on_validation_epoch_end(self) -> None:
-        # TensorBoard's HParams tab compares runs by `hp_metric` (Lightning logs a placeholder -1 at the start):
-        # the best validation accuracy so far.
+        # The best validation accuracy so far, one of the HParams tab's metrics (cifar_pl.logger).
         if self.trainer.sanity_checking:
             return
         acc = float(self.val_metrics["acc"].compute())
         self.best_val_acc = acc if self.best_val_acc is None else max(self.best_val_acc, acc)
-        self.log("hp_metric", self.best_val_acc, on_step=False, on_epoch=True)
+        self.log("val/acc_best", self.best_val_acc, on_step=False, on_epoch=True)
 
     # ---- stages: where the counters started, in every checkpoint ----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

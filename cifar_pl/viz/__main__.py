@@ -234,7 +234,8 @@ def run(argv: list[str] | None = None) -> list[Path]:
         for name in ("cam", "channels", "mistakes", "confusion", "report"):
             p = sub.add_parser(name)
             p.add_argument("images", nargs="*", help="image files (default: the checkpoint's --split)")
-            p.add_argument("--ckpt", required=True, help="a checkpoint written by fit")
+            p.add_argument("--ckpt", "--ckpt_path", dest="ckpt", required=True,
+                           help="a checkpoint written by fit (either spelling, as fit's --ckpt_path)")  # fmt: skip
             p.add_argument("--split", choices=["val", "test"], default="val",
                            help="without image files: the checkpoint's split to draw from (default val)")  # fmt: skip
             p.add_argument(

@@ -56,7 +56,8 @@ def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
             acc.Reload()
             for tag in acc.Tags().get("scalars", []):
                 raw.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
-        epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", [])}
+        # Lightning's epoch counter (``train/epoch`` as cifar_pl.logger writes it, ``epoch`` in older runs)
+        epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", []) + raw.pop("train/epoch", [])}
         for tag, items in raw.items():
             for step, value, _ in sorted(items, key=lambda t: (t[2], t[0])):
                 out.setdefault(tag, {})[epoch_at.get(step, step)] = value
