@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import sys
 import warnings
 from argparse import ArgumentError
@@ -478,7 +480,8 @@ class CifarCLI(LightningCLI):
             self._run_dir is not None
         ):  # first, so the user knows where to look (TensorBoard, run.json, checkpoints)
             rank_zero_info(f"run folder: {self._run_dir}")
-        self._record(status="running", experiment=self.config.fit.experiment, max_epochs=self.trainer.max_epochs,
+        self._record(status="running", pid=os.getpid(), host=socket.gethostname(),
+                     experiment=self.config.fit.experiment, max_epochs=self.trainer.max_epochs,
                      ckpt_path=ckpt_path or (str(plan.checkpoint.path) if plan else None),
                      config=self._config_view, _drop=STOP_FIELDS)  # fmt: skip
         if self._run_dir is not None and plan is not None and plan.kind == "stage":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,38 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def wait_while_running(run_dir: Path, timeout: float = 300.0, poll: float = 0.5) -> bool:
+    """Wait while the newest version of a run is being trained by a live process of this machine (its record says
+    ``running`` with the pid of a process that still exists: a run of a sweep whose driver was killed saves and
+    stops on its own); False when it still runs after ``timeout`` seconds. A record of another machine, or of a
+    process that is gone, is not waited for."""
+    versions = version_dirs(run_dir)
+    if not versions:
+        return True
+    end = time.monotonic() + timeout
+    while True:
+        record = read_record(versions[-1]) or {}
+        pid = record.get("pid")
+        alive = False
+        if (
+            record.get("status") == "running"
+            and record.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+        ):
+            try:
+                os.kill(pid, 0)
+                alive = pid != os.getpid()
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(poll)
 
 
 def is_complete(run_dir: Path) -> bool:

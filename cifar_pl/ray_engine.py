@@ -1,0 +1,402 @@
+"""Sweeps and searches on Ray Tune: the runs of a sweep side by side on every core, GPU and node Ray has.
+
+Each run is a Tune trial that starts the same ``python -m cifar_pl fit`` the sequential engine starts (same run
+folder ``lightning_logs/<sweep>/<run>``, same ``run.json``, same resume from the run's own ``last.ckpt``), with
+``--cpus-per-run`` CPUs (its math threads) and ``--gpus-per-run`` GPUs (fractions share one) reserved by Ray.
+The trial reads the run's TensorBoard events as they are written and reports each epoch's validation metrics to
+Tune (what a search's early stopping decides on). Without ``--address`` Ray starts on this machine for the
+sweep and stops after it; ``--address auto`` (or ``host:port``, ``ray://host:port``) joins a running cluster,
+whose nodes must see the same project folder (shared storage: docs/scale.md).
+
+Stops: a SIGTERM/SIGINT to the sweep stops the trials, each run saves its ``last.ckpt`` and stops (its process
+gets SIGTERM when its trial ends, also when the trial's worker is killed); running the same command again skips
+the complete runs and resumes the others. Nothing of Ray's own state is needed for that: what is done is what
+the runs' records say.
+
+Ray is an optional extra (``pip install 'cifar_pl[ray]'``); this module imports it only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import io
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadValue
+from .runs import LOG_ROOT, run_dir_of, version_dirs, wait_while_running
+from .sweep_runs import (
+    SEARCH_METRICS,
+    Planned,
+    Progress,
+    failure_line,
+    plan_runs,
+    record_result,
+    run_status,
+    start_log,
+)
+
+RAY_HINT = "pip install 'cifar_pl[ray]'"
+POLL_S = 1.0  # how often a trial looks for new epochs in its run's events
+# the scalars a trial reports for each epoch (those the run logs); `epoch` is the number of epochs done
+REPORTED = SEARCH_METRICS
+_PR_SET_PDEATHSIG = 1
+
+
+def ray_available() -> bool:
+    return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.tune") is not None
+
+
+@dataclass
+class Resources:
+    """What each run gets and where: CPUs (also its math threads), GPUs (fractions share a GPU), runs at a time
+    at most (None: as many as fit), and the Ray cluster (None: start one on this machine)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_parallel: int | None = None
+    address: str | None = None
+
+    def check(self) -> None:
+        if not (isinstance(self.cpus, (int, float)) and math.isfinite(self.cpus) and self.cpus > 0):
+            raise BadValue(f"--cpus-per-run {self.cpus}: give a positive number of CPUs per run, e.g. 1")
+        if not (isinstance(self.gpus, (int, float)) and math.isfinite(self.gpus) and self.gpus >= 0):
+            raise BadValue(
+                f"--gpus-per-run {self.gpus}: give 0 or more GPUs per run (0.5: two runs share a GPU)"
+            )
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            raise BadValue(
+                f"--gpus-per-run {self.gpus}: above 1 a run takes whole GPUs; give 1, 2, ... or a fraction below 1"
+            )
+        if self.max_parallel is not None and self.max_parallel < 1:
+            raise BadValue(f"--max-parallel {self.max_parallel}: give 1 or more runs at a time")
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus))
+
+
+def _die_with_parent() -> None:
+    """In the run's process, before it starts: SIGTERM when the trial that started it ends (Linux), so a killed
+    worker or driver never leaves a run training unwatched; the run saves and stops as on any SIGTERM."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _check_address(address: str) -> None:
+    """An address that answers nothing fails here in seconds, not after Ray's minutes of retries."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadValue(
+            f"--address {address!r}: give auto, host:port (the head's GCS port, 6379) or ray://host:port (Ray Client, "
+            f"10001)"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as e:
+        raise BadValue(
+            f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster's head with "
+            f"`ray start --head`, or leave --address out to run on this machine"
+        ) from None
+
+
+def start_ray(address: str | None) -> bool:
+    """Ray on this machine (no address) or the cluster at ``address``; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        _check_address(address)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a stopped trial's run gets SIGTERM (it saves and records the stop), not Ray's SIGKILL of a worker's children
+    os.environ.setdefault("RAY_kill_child_processes_on_worker_exit", "0")
+    os.environ.setdefault(
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
+    )  # the runs write their own TensorBoard logs
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True)  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise BadValue(
+            f"--address {address}: could not join a Ray cluster ({first}); start one with `ray start --head`, or "
+            f"leave --address out to run on this machine"
+        ) from None
+    return True
+
+
+def check_cluster(res: Resources) -> int:
+    """The runs the cluster can hold at a time with ``res``; one line when a run cannot fit on it at all."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if res.gpus > gpus:
+        raise BadValue(
+            f"--gpus-per-run {res.gpus}: the Ray cluster has {gpus:g} GPU(s); give at most {gpus:g} (0 runs on CPUs)"
+        )
+    if res.cpus > cpus:
+        raise BadValue(
+            f"--cpus-per-run {res.cpus}: the Ray cluster has {cpus:g} CPU(s); give at most {cpus:g}"
+        )
+    fit = int(cpus // res.cpus)
+    if res.gpus:
+        fit = min(fit, int(gpus // res.gpus))
+    return max(1, min(fit, res.max_parallel or fit))
+
+
+class EpochReader:
+    """The epochs a run has finished, read from its TensorBoard events as TensorBoard reads them: one dict per
+    epoch with ``epoch`` (epochs done) and the :data:`REPORTED` scalars logged at that epoch's end."""
+
+    def __init__(self, run_dir: Path, before: set[str], resume_dir: Path | None):
+        self.run_dir, self.before, self.resume_dir = run_dir, before, resume_dir
+        self.acc: Any = None
+        self.reported = 0
+        self.last: dict[str, Any] = {}
+
+    def _version(self) -> Path | None:
+        if self.resume_dir is not None:
+            return self.resume_dir
+        new = [d for d in version_dirs(self.run_dir) if d.name not in self.before]
+        return new[-1] if new else None
+
+    def new_epochs(self) -> list[dict[str, Any]]:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        if self.acc is None:
+            folder = self._version()
+            if folder is None or not any(folder.glob("events.out.tfevents.*")):
+                return []
+            self.acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        self.acc.Reload()
+        tags = set(self.acc.Tags().get("scalars", []))
+        epoch_at: dict[int, int] = {}
+        for tag in ("epoch", "train/epoch"):
+            if tag in tags:
+                epoch_at.update({e.step: int(e.value) for e in self.acc.Scalars(tag)})
+        by_epoch: dict[int, dict[str, float]] = {}
+        for tag in REPORTED:
+            if tag in tags:
+                for e in self.acc.Scalars(tag):
+                    if e.step in epoch_at:
+                        by_epoch.setdefault(epoch_at[e.step] + 1, {})[tag] = float(e.value)
+        out = []
+        # an epoch is reported once its validation accuracy is there (train/acc of it follows at the same step)
+        done = sorted(n for n, row in by_epoch.items() if "val/acc" in row)
+        for n in done:
+            if n > self.reported:
+                row = {"epoch": n, **by_epoch[n]}
+                out.append(row)
+                self.reported = n
+                self.last = row
+        return out
+
+
+def run_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    """A Tune trial: run one sweep run's ``fit`` in its own process and report its epochs; raise when it does not
+    complete (Tune then marks the trial failed)."""
+    from ray import tune
+
+    run = runs[config["run"]] if "run" in config else _search_run(config, runs)
+    run_dir = Path(run["run_dir"])
+    if not wait_while_running(run_dir, timeout=300):
+        raise RuntimeError(f"{run_dir} is still being trained by another process; stop it or wait")
+    resume_dir = (
+        run_dir_of(Path(run["resume"]), run["experiment"], run["log_root"]) if run.get("resume") else None
+    )
+    before = {d.name for d in version_dirs(run_dir)}
+    planned = Planned(0, run["name"], run_dir, run["cmd"], run["doing"], False)
+    env = {**os.environ, **run["env"]}
+    start = time.perf_counter()
+    reader = EpochReader(run_dir, before, resume_dir)
+    last_epoch = run.get("max_epochs")
+    with start_log(planned) as out:
+        proc = subprocess.Popen(run["cmd"], cwd=run["cwd"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent)  # fmt: skip
+        try:
+            while True:
+                rc = proc.poll()
+                for row in reader.new_epochs():
+                    if last_epoch is not None and row["epoch"] >= last_epoch:
+                        break  # the run's last epoch goes with its end: an early stop decided on it cannot cut the test
+                    tune.report({**row, "run": run["name"]})
+                if rc is not None:
+                    break
+                time.sleep(POLL_S)
+        finally:
+            if proc.poll() is None:  # the trial was stopped (early stopping, a stopped sweep): save and stop
+                proc.terminate()
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    reader.new_epochs()  # the last events written before the process ended
+    status = run_status(run_dir)
+    final = {**reader.last, "epoch": reader.reported, "exit_code": rc, "complete": status == "complete",
+             "run": run["name"],
+             "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+    tune.report(final)
+    if rc != 0 or status != "complete":
+        raise RuntimeError(f"run {run['name']} ended with exit {rc}, its record says {status}")
+
+
+def _search_run(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A search trial's run, made from the values Tune drew (see cifar_pl.search)."""
+    from .search import trial_run  # deferred: the search's module, only for searches
+
+    return trial_run(config, runs["__search__"])
+
+
+def trial_spec(spec: dict[str, Any], run: Planned, res: Resources, log_root: Path) -> dict[str, Any]:
+    """What a trial needs to start a planned run anywhere in the cluster: absolute paths, the command, its
+    environment (the math threads of ``--cpus-per-run``, this project on the path)."""
+    cwd = Path.cwd()
+    resume = None
+    if "--ckpt_path" in run.cmd:
+        resume = str((cwd / run.cmd[run.cmd.index("--ckpt_path") + 1]).resolve())
+    env = {"OMP_NUM_THREADS": str(res.threads), "MKL_NUM_THREADS": str(res.threads)}
+    for key in ("PYTHONPATH", "CIFAR_PL_DATA", "CIFAR_PL_TRACEBACK"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return {
+        "name": run.name, "run_dir": str((cwd / run.run_dir).resolve()), "cmd": run.cmd, "cwd": str(cwd),
+        "doing": run.doing, "env": env, "resume": resume, "experiment": f"{spec['sweep']}/{run.name}",
+        "log_root": str((cwd / log_root).resolve()),
+    }  # fmt: skip
+
+
+class SweepStop:
+    """SIGTERM to the sweep stops it as Ctrl-C does (Tune stops its trials; each run saves); the signal is kept for
+    the exit code."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.raise_signal(signal.SIGINT)
+
+
+def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progress: Progress) -> Any:
+    from ray import tune
+
+    class Lines(tune.Callback):
+        """The sequential engine's lines, for trials: started, done (with result.json written) or failed."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            run = plan[trial.config["run"]]
+            progress.started(run.name)
+            print(f"[sweep {run.index}/{total}] {run.name}: {run.doing} on Ray (output: {run.run_dir / 'sweep.log'})",
+                  flush=True)  # fmt: skip
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            run = plan[trial.config["run"]]
+            took = float((trial.last_result or {}).get("wall_s", 0.0))
+            result = record_result(spec, run, took)
+            print(progress.done(f"[sweep {run.index}/{total}]", run.name, took, result), flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            run = plan[trial.config["run"]]
+            rc = (trial.last_result or {}).get("exit_code")
+            progress.failed(run.name)
+            print(failure_line(f"[sweep {run.index}/{total}]", run, rc if isinstance(rc, int) else -1)[1],
+                  flush=True)  # fmt: skip
+
+    return Lines()
+
+
+def run_sweep_ray(
+    spec: dict[str, Any],
+    extra: list[str],
+    res: Resources,
+    log_root: Path = Path(LOG_ROOT),
+    only=None,
+    changed: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """``run_sweep`` on Ray Tune: the same runs, the same folders and records, several at a time."""
+    from ray import tune
+
+    plan = plan_runs(spec, extra, log_root, only, changed)
+    status: dict[str, str] = {}
+    for run in plan:
+        if run.finished:
+            print(f"[sweep {run.index}/{len(plan)}] {run.name}: finished before, skipped (its configuration is this "
+                  f"file's)")  # fmt: skip
+            status[run.name] = "skipped"
+    todo = [r for r in plan if not r.finished]
+    if not todo:
+        return status
+    started = start_ray(res.address)
+    try:
+        parallel = check_cluster(res)
+        print(f"[sweep] on Ray: {len(todo)} runs, {parallel} at a time ({res.cpus:g} CPU"
+              f"{f', {res.gpus:g} GPU' if res.gpus else ''} each)", flush=True)  # fmt: skip
+        runs = {r.name: trial_spec(spec, r, res, log_root) for r in todo}
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, runs=runs), {"cpu": res.cpus, "gpu": res.gpus}
+        )
+        storage = (Path.cwd() / log_root / spec["sweep"] / ".ray").resolve()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"run": tune.grid_search([r.name for r in todo])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=parallel, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage), verbose=0,
+                callbacks=[_callback(spec, {r.name: r for r in plan}, len(plan), Progress(len(todo), parallel))],
+                log_to_file=True,
+            ),
+        )  # fmt: skip
+        with SweepStop() as stop:
+            grid = tuner.fit()
+        for result in grid:
+            name = result.config["run"]
+            status[name] = "done" if result.error is None else _failed(plan, name)
+        for run in todo:
+            status.setdefault(run.name, _failed(plan, run.name))
+        if stop.signum is not None:
+            status["__signal__"] = str(stop.signum)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return status
+
+
+def _failed(plan: list[Planned], name: str) -> str:
+    run = next(r for r in plan if r.name == name)
+    after = run_status(run.run_dir)
+    return (
+        "done"
+        if after == "complete"
+        else f"{'interrupted' if after == 'interrupted' else 'failed'} ({after})"
+    )
+
+
+def require_ray(what: str) -> None:
+    if not ray_available():
+        raise BadValue(f"{what} needs Ray Tune, which is not installed: {RAY_HINT}")
