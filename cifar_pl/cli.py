@@ -443,9 +443,15 @@ class CifarCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = self._instantiate_trainer(config, extra)
-        for logger in trainer.loggers:  # the HParams row: the values that define this run
+        # the HParams row: the values that define this run; an evaluation's are the checkpoint's own (the weights
+        # it scores), under this run's experiment name
+        ckpt = self._checkpoint
+        view = self._config_view
+        if self.subcommand in EVALUATING and ckpt is not None and isinstance(ckpt.config, dict):
+            view = {**renamed(ckpt.config), "experiment": view.get("experiment")}
+        for logger in trainer.loggers:
             if isinstance(logger, ExperimentLogger):
-                logger.columns = experiment_columns(self._config_view)
+                logger.columns = experiment_columns(view)
         return trainer
 
     # ---- fit: stages, the data check, the run's record, stops, test after fit ----
@@ -600,7 +606,8 @@ class CifarCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor), "")
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
-        if best and log_dir and self.trainer.is_global_zero:
+        if best and log_dir and self.trainer.logger is not None and self.trainer.is_global_zero:
+            # (no logger: no run folder under the log root, so no experiment folder to link in)
             link = Path(log_dir).parent / "best.ckpt"
             link_best(Path(best), link)
             rank_zero_info(f"best checkpoint: {best} (linked as {link})")

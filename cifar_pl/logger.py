@@ -9,7 +9,9 @@ were whatever the LightningModule and DataModule saved (``_instantiator``, ``aug
 Here a run's HParams are written once, from the run's configuration: the columns that define an experiment
 (:data:`COLUMNS`), and as metrics the scalars the run really logs (:data:`METRICS`: the best and the last
 validation accuracy, the test accuracy, ``test_on_val/acc`` where the test scores the validation split, the
-last training accuracy). No metric value is ever written by the logger itself, so nothing overwrites them.
+last training accuracy, the epochs trained). No metric value is ever written by the logger itself, so nothing
+overwrites them. TensorBoard keeps the first HParams entry of a run folder: a run resumed with other values (more
+epochs) keeps the row of its first start, and ``train/epochs_done`` says how far it went.
 Lightning's ``epoch`` counter and the learning rate are written as ``train/epoch`` and ``train/lr-<Optimizer>``.
 """
 
@@ -39,19 +41,26 @@ COLUMNS: dict[str, type] = {
     "epochs": float,
     "seed": float,
 }
-# ticked in the HParams tab at first (TensorBoard shows five); the others are a click away
+# ticked in the HParams tab at first (TensorBoard ticks the first five it lists; "corruption" too where the run
+# has one, so a corruption sweep shows its p); the others are a click away
 SHOWN = ("net", "optimizer", "lr", "augment", "epochs")
-METRICS = ("val/acc_best", "val/acc", "test/acc", "test_on_val/acc", "train/acc")
-_MOMENTUM = {"sgd": "momentum", "rmsprop": "rmsprop_momentum"}
+METRICS = ("val/acc_best", "val/acc", "test/acc", "test_on_val/acc", "train/acc", "train/epochs_done")
+_MOMENTUM = {"sgd": "momentum", "rmsprop": "rmsprop_momentum", "rmsprop_keras": "rmsprop_momentum"}
 
 
 def _short(value: Any) -> str:
     """A value as one short cell: a mapping as ``k=v,...``, a list of steps by their names."""
     if isinstance(value, Mapping):
         return ",".join(f"{k}={_short(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        names = [v.get("name", "?") if isinstance(v, Mapping) else _short(v) for v in value]
-        return "+".join(map(str, names))
+    if isinstance(value, (list, tuple)):  # augmentation steps: crop+cutout(size=8)
+        steps = []
+        for v in value:
+            if isinstance(v, Mapping):
+                args = {k: a for k, a in v.items() if k != "name"}
+                steps.append(f"{v.get('name', '?')}({_short(args)})" if args else str(v.get("name", "?")))
+            else:
+                steps.append(_short(v))
+        return "+".join(steps)
     return str(value)
 
 
@@ -77,7 +86,7 @@ def experiment_columns(config: Mapping[str, Any]) -> dict[str, Any]:
         "batch_size": data_args.get("batch_size"),
         "augment": _short(data_args["augment"]) if data_args.get("augment") is not None else None,
         "label_smoothing": model.get("label_smoothing"),
-        "epochs": trainer.get("max_epochs"),
+        "epochs": trainer.get("max_epochs") if trainer.get("max_epochs") not in (-1,) else None,
         "seed": config.get("seed_everything"),
     }
     corrupt = data_args.get("corrupt")
@@ -99,6 +108,11 @@ def _cell(kind: type, value: Any) -> Any:
 
 
 def hparams_summaries(columns: Mapping[str, Any]) -> tuple[Any, Any]:
+    shown = set(SHOWN) | ({"corruption"} if "corruption" in columns else set())
+    return _summaries(columns, shown)
+
+
+def _summaries(columns: Mapping[str, Any], shown: set[str]) -> tuple[Any, Any]:
     """The experiment summary (every column and metric, the same for every run) and this run's session start
     summary (its values), as TensorBoard's HParams plugin reads them. The plugin lists the columns marked
     ``differs`` first and ticks the first five it lists: :data:`SHOWN` are marked, so a new user sees them."""
@@ -108,7 +122,7 @@ def hparams_summaries(columns: Mapping[str, Any]) -> tuple[Any, Any]:
     kinds = {str: api_pb2.DATA_TYPE_STRING, float: api_pb2.DATA_TYPE_FLOAT64}
     experiment = api_pb2.Experiment(
         hparam_infos=[
-            api_pb2.HParamInfo(name=name, type=kinds[kind], differs=name in SHOWN)
+            api_pb2.HParamInfo(name=name, type=kinds[kind], differs=name in shown)
             for name, kind in COLUMNS.items()
         ],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in METRICS],

@@ -63,18 +63,20 @@ class Resources:
     at most (None: as many as fit), and the Ray cluster (None: start one on this machine)."""
 
     cpus: float = 1.0
-    gpus: float = 0.0
+    gpus: float | None = None  # None: 1 where the cluster has GPUs, else 0
     max_parallel: int | None = None
     address: str | None = None
 
     def check(self) -> None:
         if not (isinstance(self.cpus, (int, float)) and math.isfinite(self.cpus) and self.cpus > 0):
             raise BadValue(f"--cpus-per-run {self.cpus}: give a positive number of CPUs per run, e.g. 1")
-        if not (isinstance(self.gpus, (int, float)) and math.isfinite(self.gpus) and self.gpus >= 0):
+        if self.gpus is not None and not (
+            isinstance(self.gpus, (int, float)) and math.isfinite(self.gpus) and self.gpus >= 0
+        ):
             raise BadValue(
                 f"--gpus-per-run {self.gpus}: give 0 or more GPUs per run (0.5: two runs share a GPU)"
             )
-        if self.gpus > 1 and self.gpus != int(self.gpus):
+        if self.gpus is not None and self.gpus > 1 and self.gpus != int(self.gpus):
             raise BadValue(
                 f"--gpus-per-run {self.gpus}: above 1 a run takes whole GPUs; give 1, 2, ... or a fraction below 1"
             )
@@ -147,6 +149,8 @@ def check_cluster(res: Resources) -> int:
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if res.gpus is None:  # a GPU each where there are GPUs: a run given none would train on the CPU
+        res.gpus = 1.0 if gpus >= 1 else 0.0
     if res.gpus > gpus:
         raise BadValue(
             f"--gpus-per-run {res.gpus}: the Ray cluster has {gpus:g} GPU(s); give at most {gpus:g} (0 runs on CPUs)"

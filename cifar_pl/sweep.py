@@ -176,8 +176,9 @@ def sweep(argv: list[str] | None = None) -> int:
                              "process's machine; auto (default): ray when it is installed")  # fmt: skip
     engine.add_argument("--cpus-per-run", type=float, default=None,
                         help="CPUs per run, also its math threads (ray default 1; sequential default: all)")  # fmt: skip
-    engine.add_argument("--gpus-per-run", type=float, default=0.0,
-                        help="GPUs per run on Ray; a fraction shares a GPU (0.5: two runs each) (default 0)")  # fmt: skip
+    engine.add_argument("--gpus-per-run", type=float, default=None,
+                        help="GPUs per run on Ray; a fraction shares a GPU (0.5: two runs each) (default: 1 where "
+                             "the cluster has GPUs, else 0)")  # fmt: skip
     engine.add_argument("--max-parallel", type=int, default=None,
                         help="runs at a time on Ray at most (default: as many as the CPUs/GPUs hold)")  # fmt: skip
     engine.add_argument("--address", default=None,
@@ -235,7 +236,7 @@ def _use_ray(args: argparse.Namespace, spec: dict[str, Any]) -> bool:
     )
 
     ray_only = [o for o, v in (("--gpus-per-run", args.gpus_per_run), ("--max-parallel", args.max_parallel),
-                               ("--address", args.address)) if v]  # fmt: skip
+                               ("--address", args.address)) if v is not None]  # fmt: skip
     if args.engine == "sequential":
         if ray_only or spec.get("search") is not None:
             what = ray_only[0] if ray_only else "a search (`search:`)"

@@ -48,6 +48,7 @@ def test_hparams_row_has_the_experiment_columns_and_real_metrics_after_the_post_
     # the columns: the same set for every run, the metrics the run logs
     assert [h.name for h in exp.hparam_infos] == list(COLUMNS)
     assert [m.name.tag for m in exp.metric_infos] == list(METRICS)
+    assert latest["train/epochs_done"] == 2.0
     assert {h.name for h in exp.hparam_infos if h.differs} == set(SHOWN)  # ticked at first
     assert values == {
         "experiment": "quickstart",
@@ -66,6 +67,26 @@ def test_hparams_row_has_the_experiment_columns_and_real_metrics_after_the_post_
     }
     for internal in ("_instantiator", "augment_on_device", "optim/betas", "betas"):
         assert internal not in values
+    # a test of that checkpoint, given another lr on the command line: its row is the checkpoint's
+    best = tmp_path / "lightning_logs/quickstart/best.ckpt"
+    run_cli("test", "quickstart", cifar10_root, f"--ckpt_path {best} --model.optim.lr 0.5 --experiment scored")
+    _, _, scored = tensorboard_view(tmp_path / "lightning_logs/scored/version_0")
+    assert scored["lr"] == 0.1 and scored["epochs"] == 2.0 and scored["experiment"] == "scored"
+
+
+def test_no_logger_no_best_link_outside_the_log_root(cifar10_root, tmp_path, monkeypatch):
+    from .helpers import run_cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run_cli(
+        "fit",
+        "quickstart",
+        cifar10_root,
+        "--trainer.max_epochs 1 --trainer.logger false --test_after_fit false",
+    )
+    assert not (tmp_path / "best.ckpt").exists() and not (tmp_path / "best.ckpt").is_symlink()
 
 
 def test_columns_leave_out_what_does_not_apply_and_name_steps_and_corruption():
@@ -83,13 +104,16 @@ def test_columns_leave_out_what_does_not_apply_and_name_steps_and_corruption():
     cols = experiment_columns(config)
     assert "momentum" not in cols  # Adam has none; the key is SGD's
     assert cols["net_kwargs"] == "noise_std=0.1"
-    assert cols["augment"] == "crop+flip"
+    assert cols["augment"] == "crop(padding=4)+flip"  # settings shown: two cutout sizes are two values
     assert cols["corruption"] == "labels p=0.4"
     assert cols["data"] == "CIFAR100"
     config["data"]["init_args"]["corrupt"] = "none"
     config["seed_everything"] = True  # a random seed: not a value to compare
+    config["trainer"]["max_epochs"] = -1  # steps decide: no epoch count to show
+    config["model"]["optim"] = {"name": "rmsprop_keras", "rmsprop_momentum": 0.5}
     cols = experiment_columns(config)
-    assert "corruption" not in cols and "seed" not in cols
+    assert "corruption" not in cols and "seed" not in cols and "epochs" not in cols
+    assert cols["momentum"] == 0.5  # Keras' RMSprop has one
     assert set(cols) <= set(COLUMNS)
 
 

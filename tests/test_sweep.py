@@ -25,6 +25,8 @@ from cifar_pl.viz.curves import compare_figure, final_bars_figure
 
 from .helpers import CONFIGS, REPO
 
+SEQ = ["--engine", "sequential"]  # these tests are of the sequential engine (the Ray engine's: tests/test_scale.py)
+
 
 def _write(tmp_path, name: str = "s.yaml", **spec) -> str:
     spec = {"sweep": "checked", "config": str(CONFIGS / "model_gap.yaml"), **spec}
@@ -93,7 +95,7 @@ def test_a_typo_in_one_run_is_refused_before_any_run_starts(tmp_path, monkeypatc
     path = _write(
         tmp_path, runs={"good": {}, "typo": {"model.lrr": 0.1}}, args={"data.data_dir": str(cifar10_root)}
     )
-    assert sweep_main([path]) == 2
+    assert sweep_main([path, *SEQ]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "run 'typo': unrecognized arguments: --model.lrr 0.1" in err
     assert not (tmp_path / "lightning_logs").exists()  # nothing ran, nothing was written
@@ -107,14 +109,14 @@ def test_a_finished_run_is_skipped_only_with_the_configuration_it_ran(
     args = {"data.data_dir": str(cifar10_root), "trainer.max_epochs": 1, "data.batch_size": 32,
             "trainer.enable_progress_bar": False, "trainer.accelerator": "cpu", "test_after_fit": False}  # fmt: skip
     path = _write(tmp_path, args=args, runs={"a": {"model.optim.lr": 0.05}})
-    assert sweep_main([path]) == 0
+    assert sweep_main([path, *SEQ]) == 0
     record = json.loads((tmp_path / "lightning_logs/checked/a/version_0/run.json").read_text())
     assert record["status"] == "complete" and record["config"]["model"]["optim"]["lr"] == 0.05
     capsys.readouterr()
-    assert sweep_main([path]) == 0  # the configuration the run recorded is the file's: skipped
+    assert sweep_main([path, *SEQ]) == 0  # the configuration the run recorded is the file's: skipped
     assert "a: finished before, skipped" in capsys.readouterr().out
     path = _write(tmp_path, args=args, runs={"a": {"model.optim.lr": 0.1}})  # the file edited after the run
-    assert sweep_main([path]) == 2
+    assert sweep_main([path, *SEQ]) == 2
     err = capsys.readouterr().err
     assert (
         "1 run(s) ran with another configuration than the file gives now, so their results are not this "
@@ -151,7 +153,7 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
         "[sweep 1/2] corrupt=none: starting (dry run: not started)" in said
         and not (tmp_path / "lightning_logs").exists()
     )
-    assert sweep_main([str(sweep), *extra]) == 0
+    assert sweep_main([str(sweep), *extra, *SEQ]) == 0
     said = capsys.readouterr().out
     root = tmp_path / "lightning_logs" / "tiny"
     # progress: run k of N, where its output goes, its result, the time so far and an estimate of the rest
@@ -180,14 +182,14 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
     # without result.json; asked for more epochs, it trains on; a run whose record says it was interrupted resumes
     # from its last checkpoint, in its own folder
     capsys.readouterr()
-    assert sweep_main([str(sweep), *extra]) == 0
+    assert sweep_main([str(sweep), *extra, *SEQ]) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 2
     (root / "corrupt=random_pixels" / "result.json").unlink()
     record_path = root / "corrupt=none" / "version_0" / "run.json"
     record = json.loads(record_path.read_text())
     assert record["status"] == "complete" and record["tested"] and "test/acc" in record["test"]
     record_path.write_text(json.dumps({**record, "status": "interrupted"}))  # as a SIGTERM mid-run leaves it
-    assert sweep_main([str(sweep), *extra, "--trainer.max_epochs", "3"]) == 0
+    assert sweep_main([str(sweep), *extra, *SEQ, "--trainer.max_epochs", "3"]) == 0
     out = capsys.readouterr().out
     assert "corrupt=random_pixels: resuming (complete) from" in out
     assert "corrupt=none: resuming (interrupted) from" in out and "version_0/checkpoints/last.ckpt" in out
@@ -223,7 +225,7 @@ def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(
 
     threading.Thread(target=stop_when_paused, daemon=True).start()
     extra = ["--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false"]
-    assert sweep_main([str(sweep), *extra]) == 128 + signal.SIGTERM
+    assert sweep_main([str(sweep), *extra, *SEQ]) == 128 + signal.SIGTERM
     assert "a: interrupted (exit 143" in capsys.readouterr().out
     assert run_status(tmp_path / "lightning_logs" / "stop" / "a") == "interrupted"
     assert not (tmp_path / "lightning_logs" / "stop" / "a" / "result.json").exists()
@@ -341,7 +343,7 @@ def test_a_seeded_sweep_runs_each_seed_and_summarises_groups(cifar10_root, tmp_p
         "args": {"trainer.max_epochs": 1, "trainer.limit_train_batches": 2, "data.batch_size": 16},
     }))  # fmt: skip
     extra = ["--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false"]
-    assert sweep_main([str(tmp_path / "s.yaml"), "--only", "a", *extra]) == 0
+    assert sweep_main([str(tmp_path / "s.yaml"), "--only", "a", *extra, *SEQ]) == 0
     runs = tmp_path / "lightning_logs" / "rep"
     seeds = [yaml.safe_load((runs / f"a,seed={s}" / "version_0" / "config.yaml").read_text())["seed_everything"]
              for s in (3, 4)]  # fmt: skip
@@ -350,5 +352,5 @@ def test_a_seeded_sweep_runs_each_seed_and_summarises_groups(cifar10_root, tmp_p
     assert "| a | 2 | 1 |" in summary and " ± " in summary
     assert "| b |" not in summary  # a group with no run yet is left out, not drawn empty
     # --only takes a group name for all its seeds: both are done, so both are skipped
-    assert sweep_main([str(tmp_path / "s.yaml"), "--only", "a", *extra]) == 0
+    assert sweep_main([str(tmp_path / "s.yaml"), "--only", "a", *extra, *SEQ]) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 2

@@ -22,6 +22,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _distributed(trainer: pl.Trainer) -> bool:
+    import torch.distributed as dist
+
+    return trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
 class StopNow(SIGTERMException):
     """A stop that cannot wait for a step boundary (a second signal, or one outside the training loop): nothing is
     saved, the last checkpoint written stands. A ``SystemExit`` carrying 128 + signal, so Lightning tears down and
@@ -100,6 +106,33 @@ class GracefulStop(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._in_loop = True
+        if _distributed(trainer) and self._previous and threading.current_thread() is threading.main_thread():
+            # Under DDP Lightning's own SIGTERM handler makes a collective call inside the handler, on the signalled
+            # process only, which hangs the others when one process alone is signalled (a node's SIGTERM): here
+            # this handler alone runs, and the processes agree on a stop after each step (on_train_batch_end).
+            for sig in _SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if not _distributed(trainer):
+            return
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([0 if self.signum is None else 1], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # any process signalled: all stop after this step
+        if int(flag.item()) and not self._deferred:
+            if self.signum is None:
+                self.signum, self.phase = signal.SIGTERM, "training"
+                rank_zero_info("\nanother process of the run received a stop signal: stopping after this step and "
+                               "saving last.ckpt")  # fmt: skip
+            connector = self._connector()
+            if connector is not None:
+                connector.received_sigterm = (
+                    True  # process 0's flag is the one Lightning passes to the others
+                )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._in_loop = False

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..checks import check_size_or_fraction
 from ..errors import BadValue
@@ -239,14 +239,27 @@ def hashed_split3(
     return tuple((part == p).nonzero().flatten() for p in (0, 1, 2))  # type: ignore[return-value]
 
 
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(DistributedSampler):
     """A random order of ``n`` rows that depends only on ``seed`` and the epoch (Lightning calls ``set_epoch``),
     so a run resumed at epoch E sees exactly the batches an uninterrupted run would. ``resume(epoch, skip)``
-    makes the next pass over that epoch start after its first ``skip`` rows (a run stopped mid-epoch)."""
+    makes the next pass over that epoch start after its first ``skip`` rows (a run stopped mid-epoch).
 
-    def __init__(self, n: int, seed: int):
+    Under DDP (torch.distributed initialised when the order is drawn) process r of w takes rows r, r + w, ... of
+    the same order, cut to a multiple of w: the rows of a step's batches on all processes together are the rows
+    of that step's batch of one process with a w times larger batch, so DDP trains on what one process would (a
+    DistributedSampler, so Lightning does not wrap it in its own, which would reorder the rows)."""
+
+    def __init__(
+        self, n: int, seed: int
+    ):  # no DistributedSampler.__init__: the processes are known at iteration
         self.n, self.seed, self.epoch = n, seed, 0
         self._resume: tuple[int, int] | None = None
+
+    @staticmethod
+    def _processes() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -257,13 +270,17 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=gen)
+        rank, world = self._processes()
+        if world > 1:
+            order = order[rank : self.n // world * world : world]
         if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1] :]
+            order = order[self._resume[1] :]  # rows of this process's share
         self._resume = None
         return iter(order.tolist())
 
     def __len__(self) -> int:
-        return self.n
+        rank, world = self._processes()
+        return self.n // world if world > 1 else self.n
 
 
 @dataclass

@@ -294,6 +294,8 @@ class ImageClassifier(pl.LightningModule):
             self.log(
                 "train/epoch_time", time.perf_counter() - self._epoch_start, on_epoch=True, sync_dist=True
             )
+        # the epochs this run has trained (its HParams row's count, which a resume with more epochs moves on)
+        self.log("train/epochs_done", float(self.current_epoch + 1), on_epoch=True)
 
     # ---- optimiser and schedule ----
     def _param_groups(self) -> list[dict[str, Any]]:
