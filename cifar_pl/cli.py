@@ -443,6 +443,11 @@ class CifarCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = self._instantiate_trainer(config, extra)
+        if config.get("sync_batchnorm") and type(trainer.accelerator).__name__ == "CPUAccelerator":
+            raise BadValue(
+                "trainer.sync_batchnorm works on GPUs only (torch's SyncBatchNorm); drop it on the CPU, where each "
+                "process normalises its own share of the batch"
+            )
         # the HParams row: the values that define this run; an evaluation's are the checkpoint's own (the weights
         # it scores), under this run's experiment name
         ckpt = self._checkpoint

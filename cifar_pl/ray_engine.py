@@ -89,8 +89,9 @@ class Resources:
 
 
 def _die_with_parent() -> None:
-    """In the run's process, before it starts: SIGTERM when the trial that started it ends (Linux), so a killed
-    worker or driver never leaves a run training unwatched; the run saves and stops as on any SIGTERM."""
+    """In the run's process, before it starts: SIGTERM when the thread of the trial that started it ends (Linux:
+    the trial stopped, its worker or the driver killed), so no run is left training unwatched; the run saves and
+    stops as on any SIGTERM."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -232,25 +233,22 @@ def run_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
     reader = EpochReader(run_dir, before, resume_dir)
     last_epoch = run.get("max_epochs")
     with start_log(planned) as out:
+        # its own session: a signal to the worker's process group is not a second stop for it (which would stop it
+        # at once, unsaved); the trial's end reaches it through _die_with_parent
         proc = subprocess.Popen(run["cmd"], cwd=run["cwd"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent)  # fmt: skip
-        try:
-            while True:
-                rc = proc.poll()
-                for row in reader.new_epochs():
-                    if last_epoch is not None and row["epoch"] >= last_epoch:
-                        break  # the run's last epoch goes with its end: an early stop decided on it cannot cut the test
-                    tune.report({**row, "run": run["name"]})
-                if rc is not None:
-                    break
-                time.sleep(POLL_S)
-        finally:
-            if proc.poll() is None:  # the trial was stopped (early stopping, a stopped sweep): save and stop
-                proc.terminate()
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                                preexec_fn=_die_with_parent, start_new_session=True)  # fmt: skip
+        # No terminate() when the trial is stopped (early stopping, a stopped sweep): the end of this thread is
+        # the run's one SIGTERM (_die_with_parent), on which it saves and stops; a second signal would stop it
+        # at once, unsaved.
+        while True:
+            rc = proc.poll()
+            for row in reader.new_epochs():
+                if last_epoch is not None and row["epoch"] >= last_epoch:
+                    break  # the run's last epoch goes with its end: an early stop decided on it cannot cut the test
+                tune.report({**row, "run": run["name"]})
+            if rc is not None:
+                break
+            time.sleep(POLL_S)
     reader.new_epochs()  # the last events written before the process ended
     status = run_status(run_dir)
     final = {**reader.last, "epoch": reader.reported, "exit_code": rc, "complete": status == "complete",

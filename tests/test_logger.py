@@ -69,7 +69,9 @@ def test_hparams_row_has_the_experiment_columns_and_real_metrics_after_the_post_
         assert internal not in values
     # a test of that checkpoint, given another lr on the command line: its row is the checkpoint's
     best = tmp_path / "lightning_logs/quickstart/best.ckpt"
-    run_cli("test", "quickstart", cifar10_root, f"--ckpt_path {best} --model.optim.lr 0.5 --experiment scored")
+    run_cli(
+        "test", "quickstart", cifar10_root, f"--ckpt_path {best} --model.optim.lr 0.5 --experiment scored"
+    )
     _, _, scored = tensorboard_view(tmp_path / "lightning_logs/scored/version_0")
     assert scored["lr"] == 0.1 and scored["epochs"] == 2.0 and scored["experiment"] == "scored"
 

@@ -106,6 +106,22 @@ def test_a_second_signal_stops_at_once_exits_143_and_says_which_steps_are_traine
     assert worst == 0.0, key
 
 
+def test_the_same_sigterm_delivered_twice_is_one_stop_that_saves(straight, cifar10_root, monkeypatch):
+    # a launcher and the operating system may both pass one stop on (a sweep's worker dying): not "stop now"
+    work, expected = straight
+    monkeypatch.setenv("SIGNAL_AT", "train:13")
+    monkeypatch.setenv("SIGNAL_TIMES", "2")
+    monkeypatch.setenv("SIGNAL_AGAIN", "TERM")
+    assert _stopped(cifar10_root, work, "dup") == 143
+    record = _record(work, "dup")
+    assert record["status"] == "interrupted" and record["stopped_step"] == 13
+    assert _last(work, "dup")["global_step"] == 13  # saved after the step, as for one signal
+    monkeypatch.delenv("SIGNAL_AT")
+    run_cli("fit", "model_gap", cifar10_root, f"{BASE} --experiment dup --ckpt_path last", cwd=work)
+    key, worst = largest_difference(expected["state_dict"], _last(work, "dup")["state_dict"])
+    assert worst == 0.0, key
+
+
 def test_a_stop_in_the_test_after_fit_is_recorded_and_the_same_command_tests_again(
     cifar10_root, tmp_path, monkeypatch
 ):

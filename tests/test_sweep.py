@@ -25,7 +25,10 @@ from cifar_pl.viz.curves import compare_figure, final_bars_figure
 
 from .helpers import CONFIGS, REPO
 
-SEQ = ["--engine", "sequential"]  # these tests are of the sequential engine (the Ray engine's: tests/test_scale.py)
+SEQ = [
+    "--engine",
+    "sequential",
+]  # these tests are of the sequential engine (the Ray engine's: tests/test_scale.py)
 
 
 def _write(tmp_path, name: str = "s.yaml", **spec) -> str:
@@ -242,8 +245,11 @@ def test_every_sweep_names_valid_configs_and_keys(path, capsys):
     from cifar_pl.sweep import _as_args
 
     spec = load_sweep(path)
-    assert spec["runs"] and all(name and "/" not in name for name in spec["runs"])
-    for overrides in spec["runs"].values():  # every run's arguments parse (a misspelt key would exit 2)
+    runs = spec["runs"]
+    if spec["search"] is not None:  # a search: each end of each searched range (each choice) as a run
+        runs = {f"{k}={v}": {k: v} for k, dist in spec["search"]["space"].items() for v in next(iter(dist.values()))}
+    assert runs and all(name and "/" not in name for name in runs)
+    for overrides in runs.values():  # every run's arguments parse (a misspelt key would exit 2)
         args = ["fit"]
         for config in spec["configs"]:
             args += ["--config", str(CONFIGS.parent / config)]

@@ -4,13 +4,15 @@ SIGTERM (a scheduler, ``docker stop``, ``timeout``) or Ctrl+C during training en
 ``last.ckpt`` written there; during validation, the validation pass is finished first and ``last.ckpt`` is the one
 an uninterrupted run writes after it, so ``fit --ckpt_path last`` redoes nothing. Outside the training loop (the
 data being prepared, the sanity check, the test after fit) and at a second signal the run stops at once; nothing
-new is saved and the last checkpoint written stands. The process exits with 128 + the signal's number.
+new is saved and the last checkpoint written stands (a second SIGTERM within 3 s of the first is taken as the same
+stop passed on twice, not as "stop now"). The process exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# a second SIGTERM this soon after the first is the same stop passed on twice (e.g. by a launcher and by the
+# operating system when a sweep's worker dies); a second Ctrl-C, or a SIGTERM later, stops at once
+SAME_STOP_S = 3.0
 
 
 def _distributed(trainer: pl.Trainer) -> bool:
@@ -63,6 +68,7 @@ class GracefulStop(pl.Callback):
 
     def __init__(self):
         self.signum: int | None = None
+        self._first = 0.0  # when the first signal arrived (time.monotonic)
         self.phase: str | None = None
         self.saved: Path | None = None
         self._trainer: pl.Trainer | None = None
@@ -156,9 +162,14 @@ class GracefulStop(pl.Callback):
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
+            if signum == signal.SIGTERM == self.signum and time.monotonic() - self._first < SAME_STOP_S:
+                # one stop delivered twice (a launcher and the operating system both pass it on): not "stop now"
+                rank_zero_info(f"\nreceived {name} again within {SAME_STOP_S:g} s: the same stop, still saving")
+                return
             rank_zero_info(f"\nreceived {name} again: stopping now")
             raise StopNow(self.signum)  # asked twice: stop now, whatever the step
         self.signum, self.phase = signum, self._where()
+        self._first = time.monotonic()
         connector = self._connector()
         if not self._in_loop or self.phase in ("sanity check", "test"):
             rank_zero_info(f"\nreceived {name} during {self.phase}: stopping now")

@@ -59,7 +59,9 @@ class SignalAt(pl.Callback):
     * ``train:N``: after training step N; ``val:E:B``: after validation batch B of epoch E (not the sanity check);
       ``test:B``: after test batch B; ``write:N``: in the middle of writing last.ckpt after step N (a quarter of its
       bytes written); ``build:K``: while the decoded-image cache is being built, after K images.
-    * ``$SIGNAL_TIMES`` (default 1): how many signals, one right after the other (2: asked twice);
+    * ``$SIGNAL_TIMES`` (default 1): how many signals, one right after the other; the repeats are
+      ``$SIGNAL_AGAIN`` (default ``INT``: a Ctrl-C after the scheduler's SIGTERM, asked twice; ``TERM``: the same
+      SIGTERM delivered twice, which is one stop);
       ``$SIGNAL_KIND``: ``TERM`` (default) or ``KILL`` (the process dies on the spot, as a machine that is lost).
 
     Nothing is sent unless a handler of the run's own is installed (never the default, which would end the test
@@ -83,8 +85,9 @@ class SignalAt(pl.Callback):
         if self.sent or signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             return
         self.sent = True
-        for _ in range(self.times):
-            os.kill(os.getpid(), self.kind)
+        again = getattr(signal, f"SIG{os.environ.get('SIGNAL_AGAIN', 'INT')}")
+        for i in range(self.times):
+            os.kill(os.getpid(), self.kind if i == 0 or self.kind == signal.SIGKILL else again)
 
     def setup(self, trainer, pl_module, stage) -> None:
         self._trainer = trainer

@@ -1,0 +1,358 @@
+"""Beyond one process: sweeps and searches on Ray Tune (cifar_pl.ray_engine, cifar_pl.search) and one run across
+node ranks with Lightning's DDP under torchrun. The Ray engine must run the same runs as the sequential one
+(same folders, records, metrics), resume what a killed driver left, and refuse bad input in one line; two node
+ranks must train what one process trains with the same global batch, and stop and resume together when one of
+them is signalled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cifar_pl.errors import BadValue
+from cifar_pl.ray_engine import EpochReader, Resources, ray_available
+from cifar_pl.sweep import load_sweep
+from cifar_pl.sweep import main as sweep_main
+from cifar_pl.sweep_runs import run_status
+
+from .helpers import CONFIGS, child_env
+
+needs_ray = pytest.mark.skipif(
+    not ray_available(), reason="Ray Tune is not installed (pip install 'cifar_pl[ray]')"
+)
+
+
+def _sweep_file(tmp_path: Path, data_dir: Path, **spec) -> Path:
+    args = {"data.data_dir": str(data_dir), "trainer.max_epochs": 1, "data.batch_size": 32,
+            "trainer.enable_progress_bar": False, "trainer.accelerator": "cpu", "test_after_fit": False}  # fmt: skip
+    body = {"sweep": "scale", "config": str(CONFIGS / "model_gap.yaml"), "args": args, **spec}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+# ---- the search section and the options, checked before anything starts ----
+@pytest.mark.parametrize("search, message", [
+    ({"space": {"model.optim.lr": {"loguniform": [0.1, 1.0]}}, "num_samples": 0}, "search.num_samples is the number of trials"),
+    ({"space": {"model.optim.lr": {"loguniform": [0.0, 1.0]}}}, "loguniform is [lo, hi] with 0 < lo < hi"),
+    ({"space": {"model.optim.lr": {"uniform": [1.0, 0.1]}}}, "uniform is [lo, hi] with lo < hi"),
+    ({"space": {"model.optim.lr": {"normal": [0, 1]}}}, "is one of {loguniform: [lo, hi]}"),
+    ({"space": {"data.augment": {"choice": []}}}, "choice is a non-empty list"),
+    ({"space": {}}, "search.space` is empty"),
+    ({"space": {"experiment": {"choice": ["a"]}}}, "sets experiment, which the sweep sets"),
+    ({"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}, "metric": "test/acc"}, "a trial reports val/acc"),
+    ({"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}, "sampler": "grid"}, "search.sampler is random or optuna"),
+    ({"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}, "trials": 3}, "unknown keys ['trials'] in `search:`"),
+])  # fmt: skip
+def test_the_search_section_is_checked_when_the_file_is_read(tmp_path, search, message):
+    path = _sweep_file(tmp_path, tmp_path, search=search)
+    with pytest.raises(BadValue, match=message.replace("[", r"\[").replace("{", r"\{")):
+        load_sweep(path)
+
+
+def test_a_search_with_runs_or_seeds_is_refused(tmp_path):
+    space = {"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}}
+    with pytest.raises(BadValue, match="draws its own runs"):
+        load_sweep(_sweep_file(tmp_path, tmp_path, search=space, runs={"a": {}}))
+    with pytest.raises(BadValue, match="--confirm-seeds N, not `seeds:`"):
+        load_sweep(_sweep_file(tmp_path, tmp_path, search=space, repeats=2))
+
+
+@needs_ray
+def test_a_search_over_a_key_that_is_not_an_option_is_one_line(tmp_path, monkeypatch, capsys, cifar10_root):
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(
+        tmp_path, cifar10_root, search={"space": {"model.optim.lrate": {"loguniform": [0.01, 1.0]}}}
+    )
+    assert sweep_main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search.space.model.optim.lrate = 0.01" in err[0] and "lrate" in err[0]
+    assert not (tmp_path / "lightning_logs").exists()  # nothing started
+
+
+def test_ray_options_without_ray_or_with_the_sequential_engine_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(tmp_path, tmp_path, runs={"a": {}})
+    assert sweep_main([str(path), "--engine", "sequential", "--address", "auto"]) == 2
+    assert "--address runs on Ray only; drop --engine sequential" in capsys.readouterr().err
+    monkeypatch.setattr("cifar_pl.ray_engine.ray_available", lambda: False)
+    assert sweep_main([str(path), "--gpus-per-run", "1"]) == 2
+    assert "needs Ray Tune, which is not installed: pip install 'cifar_pl[ray]'" in capsys.readouterr().err
+    search = _sweep_file(tmp_path, tmp_path, search={"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}})
+    assert sweep_main([str(search)]) == 2
+    assert "a search (`search:`) needs Ray Tune" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cpus": 0}, "--cpus-per-run 0: give a positive number"),
+    ({"gpus": -1}, "--gpus-per-run -1: give 0 or more"),
+    ({"gpus": 1.5}, "above 1 a run takes whole GPUs"),
+    ({"max_parallel": 0}, "--max-parallel 0: give 1 or more"),
+    ({"cpus": float("nan")}, "--cpus-per-run nan"),
+])  # fmt: skip
+def test_resources_are_checked(kwargs, message):
+    with pytest.raises(BadValue, match=message):
+        Resources(**kwargs).check()
+
+
+@needs_ray
+def test_an_address_where_nothing_answers_is_one_line_in_seconds(tmp_path, monkeypatch, capsys, cifar10_root):
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(tmp_path, cifar10_root, runs={"a": {}})
+    start = time.monotonic()
+    assert sweep_main([str(path), "--address", "127.0.0.1:1"]) == 2
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert "--address 127.0.0.1:1: nothing answers there" in err and "ray start --head" in err
+    assert sweep_main([str(path), "--address", "no-port"]) == 2
+    assert "give auto, host:port" in capsys.readouterr().err
+
+
+@needs_ray
+def test_more_gpus_per_run_than_the_cluster_has_is_one_line(tmp_path, monkeypatch, capsys, cifar10_root):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(tmp_path, cifar10_root, runs={"a": {}})
+    assert sweep_main([str(path), "--gpus-per-run", "1"]) == 2  # Ray starts here, on a machine without a GPU
+    assert "--gpus-per-run 1.0: the Ray cluster has 0 GPU(s)" in capsys.readouterr().err
+    assert not ray.is_initialized()  # the Ray it started is stopped again
+    assert run_status(tmp_path / "lightning_logs/scale/a") == "new"
+
+
+def test_the_epoch_reader_reports_each_epoch_once_as_tensorboard_has_it(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    version = run / "version_0"
+    writer = SummaryWriter(str(version))
+    reader = EpochReader(run, before=set(), resume_dir=None)
+    assert reader.new_epochs() == []
+    for epoch, step in ((0, 9), (1, 19)):
+        writer.add_scalar("val/acc", 0.1 * (epoch + 1), step)
+        writer.add_scalar("train/epoch", epoch, step)
+        writer.add_scalar("train/loss_step", 2.0, step)  # not an epoch metric: not reported
+    writer.flush()
+    rows = reader.new_epochs()
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val/acc"] == pytest.approx(0.2)
+    assert set(rows[0]) == {"epoch", "val/acc"}
+    assert reader.new_epochs() == []  # nothing new: nothing reported again
+    writer.add_scalar("train/acc", 0.5, 19)  # the train metric of epoch 2 arrives after its validation
+    writer.add_scalar("val/acc", 0.4, 29)
+    writer.add_scalar("train/epoch", 2, 29)
+    writer.flush()
+    assert [r["epoch"] for r in reader.new_epochs()] == [3]
+    writer.close()
+    # a resumed run's folder is the one its checkpoint is in; a new one is the version that appears
+    assert EpochReader(run, before={"version_0"}, resume_dir=None).new_epochs() == []
+    assert [r["epoch"] for r in EpochReader(run, set(), resume_dir=version).new_epochs()] == [1, 2, 3]
+
+
+# ---- the Ray engine runs what the sequential one runs ----
+def _finals(root: Path) -> dict[str, dict]:
+    out = {}
+    for result in sorted(root.glob("*/result.json")):
+        values = json.loads(result.read_text())
+        out[result.parent.name] = {k: v for k, v in values.items() if k not in ("wall_s", "train/epoch_time")}
+    return out
+
+
+@needs_ray
+@pytest.mark.slow  # training processes of their own
+def test_ray_runs_the_same_runs_as_the_sequential_engine(tmp_path, monkeypatch, capsys, cifar10_root):
+    outs = {}
+    for engine in ("sequential", "ray"):
+        cwd = tmp_path / engine
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        path = _sweep_file(cwd, cifar10_root, grid={"model.optim.lr": [0.02, 0.1]})
+        assert sweep_main([str(path), "--engine", engine, "--cpus-per-run", "1"]) == 0
+        outs[engine] = capsys.readouterr().out
+        for name in ("lr=0.02", "lr=0.1"):
+            record = json.loads((cwd / f"lightning_logs/scale/{name}/version_0/run.json").read_text())
+            assert record["status"] == "complete"
+            assert (cwd / f"lightning_logs/scale/{name}/sweep.log").is_file()
+        assert (cwd / "lightning_logs/scale/plots/summary.md").is_file()
+    seq, ray_ = (
+        _finals(tmp_path / "sequential/lightning_logs/scale"),
+        _finals(tmp_path / "ray/lightning_logs/scale"),
+    )
+    assert set(seq) == {"lr=0.02", "lr=0.1"} and seq == ray_  # 1 thread each: the same numbers, bit for bit
+    assert "[sweep] on Ray: 2 runs, 2 at a time (1 CPU each)" in outs["ray"]
+    assert "lr=0.1: done in" in outs["ray"]
+    # run again: nothing is redone
+    monkeypatch.chdir(tmp_path / "ray")
+    assert sweep_main([str(tmp_path / "ray/s.yaml"), "--engine", "ray"]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
+
+
+@needs_ray
+@pytest.mark.slow  # a driver process and training processes of their own
+def test_a_killed_driver_leaves_runs_that_the_same_command_resumes(tmp_path, cifar10_root):
+    # run b waits at step 3 (PauseAt) until a signal: the driver is SIGKILLed while it is mid-epoch
+    path = _sweep_file(tmp_path, cifar10_root, runs={"a": {}, "b": {"trainer.callbacks+": "tests.helpers.PauseAt"},
+                                                     "c": {}})  # fmt: skip
+    spec = yaml.safe_load(path.read_text())
+    spec["args"].update({"trainer.max_epochs": 3, "data.batch_size": 16})
+    path.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "cifar_pl.sweep", str(path), "--engine", "ray", "--cpus-per-run", "1",
+           "--max-parallel", "1"]  # fmt: skip
+    marker = tmp_path / "paused"
+    env = {**child_env(), "PAUSE_AT_STEP": "3", "PAUSE_MARKER": str(marker)}
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    if not marker.exists():
+        driver.kill()
+        pytest.fail(f"run b did not reach its pause: {driver.communicate()[0][-3000:]}")
+    root = tmp_path / "lightning_logs/scale"
+    done = {d.name for d in root.iterdir() if (d / "result.json").exists()}
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    for name in done:
+        assert f"{name}: finished before, skipped" in rerun.stdout
+    assert "b: resuming" in rerun.stdout  # the run under way continues from its own last.ckpt
+    record = json.loads((root / "b/version_0/run.json").read_text())
+    assert record["status"] == "complete"
+    for name in "abc":
+        assert run_status(root / name) == "complete"
+        assert sorted(p.name for p in (root / name).glob("version_*")) == [
+            "version_0"
+        ]  # resumed, not restarted
+    log = (root / "b/sweep.log").read_text()
+    assert "received SIGTERM" in log  # the killed driver's run saved and stopped; it was not left training
+
+
+@needs_ray
+@pytest.mark.slow  # a search: training processes of its own
+def test_an_asha_search_writes_its_table_and_chart_and_confirms_the_best(
+    tmp_path, monkeypatch, capsys, cifar10_root
+):
+    monkeypatch.chdir(tmp_path)
+    search = {"space": {"model.optim.lr": {"loguniform": [0.001, 0.5]}}, "num_samples": 3, "grace_period": 1,
+              "reduction_factor": 2}  # fmt: skip
+    path = _sweep_file(tmp_path, cifar10_root, search=search)
+    spec = yaml.safe_load(path.read_text())
+    spec["args"]["trainer.max_epochs"] = 2
+    path.write_text(yaml.safe_dump(spec))
+    assert sweep_main([str(path), "--cpus-per-run", "1", "--confirm-seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    table = json.loads((tmp_path / "lightning_logs/scale/search/search.json").read_text())
+    rows = table["trials"]
+    assert len(rows) == 3 and len({r["run"] for r in rows}) == 3
+    for r in rows:
+        assert r["ended"] == "complete" or r["ended"].startswith("stopped early at epoch 1")
+        run_dir = tmp_path / "lightning_logs/scale/search" / r["run"]
+        assert run_status(run_dir) == ("complete" if r["ended"] == "complete" else "interrupted")
+        if r["ended"] == "complete":
+            assert (
+                r["epochs"] == 2
+            )  # the last epoch is reported with the run's end: the test after it is not cut
+    assert table["best"]["best"] == max(r["best"] for r in rows if r["best"] is not None)
+    assert (tmp_path / "lightning_logs/scale/search/plots/model_optim_lr.png").is_file()
+    assert "Best: " in out and "best,seed=1: done in" in out
+    best_lr = table["best"]["values"]["model.optim.lr"]
+    for s in (0, 1):
+        record = json.loads((tmp_path / f"lightning_logs/scale/best,seed={s}/version_0/run.json").read_text())
+        assert (
+            record["config"]["model"]["optim"]["lr"] == best_lr and record["config"]["seed_everything"] == s
+        )
+    assert (tmp_path / "lightning_logs/scale/plots/summary.md").is_file()
+
+
+# ---- one run across node ranks (torchrun, gloo, CPU) ----
+def _torchrun_nodes(
+    tmp_path: Path, data_dir: Path, experiment: str, port: int, *extra: str
+) -> list[subprocess.Popen]:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = ["--config", str(CONFIGS / "quickstart.yaml"), "--model.net", "base_cnn", "--data.data_dir", str(data_dir),
+            "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--test_after_fit", "false",
+            "--trainer.deterministic", "true", "--experiment", experiment, "--trainer.num_nodes", "2",
+            "--trainer.devices", "1", "--trainer.strategy", "ddp", "--data.batch_size", "16", *extra]  # fmt: skip
+    env = {**child_env(), "OMP_NUM_THREADS": "1"}
+    return [
+        subprocess.Popen([str(torchrun), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
+                          "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "cifar_pl", "fit", *args],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # four training processes of their own
+def test_two_node_ranks_train_what_one_process_trains_with_the_same_global_batch(tmp_path, cifar10_root):
+    nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "2")
+    logs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), logs[0][-3000:] + logs[1][-3000:]
+    one = [sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.net",
+           "base_cnn", "--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false",
+           "--trainer.accelerator", "cpu", "--test_after_fit", "false", "--trainer.deterministic", "true",
+           "--experiment", "one", "--data.batch_size", "32", "--trainer.max_epochs", "2"]  # fmt: skip
+    out = subprocess.run(one, cwd=tmp_path, env={**child_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    a = torch.load(tmp_path / "lightning_logs/nodes/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "lightning_logs/one/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 2 * 5  # 130 rows: 5 steps of 32 (the last of 2) per epoch
+    diff = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in b["state_dict"])
+    print(f"two node ranks vs one process, {b['global_step']} steps: max abs weight difference {diff:.2e}")
+    assert diff < 1e-4  # the order of the gradient sums differs, nothing else
+
+
+@pytest.mark.slow  # training processes of their own, a signal
+def test_a_sigterm_to_one_node_rank_stops_both_with_last_ckpt_and_they_resume(tmp_path, cifar10_root):
+    nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "500")
+    run = tmp_path / "lightning_logs/nodes/version_0"
+    deadline = time.monotonic() + 180
+    while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # training has begun: an epoch's checkpoint is written
+    os.kill(_worker_of_node(1), signal.SIGTERM)  # one node's worker only, as that node's scheduler would
+    logs = [p.communicate(timeout=180)[0] for p in nodes]
+    assert all(p.returncode != 0 for p in nodes)
+    assert "another process of the run received a stop signal" in logs[0]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["exit_code"] == 143 and record["phase"] == "training"
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == record["stopped_step"] and record["stopped_step"] < 500 * 4
+    more = str(record["stopped_epoch"] + 2)
+    resumed = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", more,
+                              "--ckpt_path", "last")  # fmt: skip
+    logs = [p.communicate(timeout=300)[0] for p in resumed]
+    assert all(p.returncode == 0 for p in resumed), logs[0][-3000:]
+    assert "resuming" in logs[0]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "complete" and record["epochs_done"] == int(more)
+
+
+def _worker_of_node(node_rank: int) -> int:
+    """The training process torchrun started for a node rank (not the torchrun agent)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"GROUP_RANK={node_rank}".encode() in env and b"torchrun" not in cmd and b"cifar_pl" in cmd:
+            return int(pid)
+    raise AssertionError(f"no worker of node rank {node_rank}")
