@@ -56,10 +56,13 @@ def _value_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def trial_name(index: int, values: dict[str, Any]) -> str:
-    """A trial's run name: its number and the values it was given (``t003,lr=0.0123``)."""
+def trial_name(trial_id: str, values: dict[str, Any]) -> str:
+    """A trial's run name: its number (random sampling: Tune's ids end in ``_00003``) or Tune's id (Optuna's are
+    bare), and the values it was given (``t003,lr=0.0123``)."""
+    found = re.search(r"_(\d+)$", trial_id)
+    label = f"{int(found.group(1)):03d}" if found else safe_part(trial_id)
     shown = ",".join(f"{k.split('.')[-1]}={_value_text(v)}" for k, v in values.items())
-    return safe_part(f"t{index:03d},{shown}")
+    return safe_part(f"t{label},{shown}")
 
 
 def _base_spec(spec: dict[str, Any], extra: list[str], threads: int, max_epochs: int) -> dict[str, Any]:
@@ -76,9 +79,8 @@ def trial_run(config: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     ``last.ckpt`` when it has one (a restored search)."""
     from ray import tune
 
-    index = int(tune.get_context().get_trial_id().rsplit("_", 1)[-1])
     values = {k: config[k] for k in base["keys"]}
-    name = trial_name(index, values)
+    name = trial_name(tune.get_context().get_trial_id(), values)
     runs_spec = {"sweep": f"{base['sweep']}/{SEARCH_DIR}", "configs": base["configs"], "args": base["args"],
                  "runs": {name: values}}  # fmt: skip
     cwd = Path(base["cwd"])
@@ -140,7 +142,7 @@ def _trial_id(result: Any) -> str | None:
     tid = (result.metrics or {}).get("trial_id")
     if tid:
         return str(tid)
-    found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(str(result.path or "")).name)
+    found = re.search(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_", Path(str(result.path or "")).name)
     return found.group(1) if found else None
 
 
@@ -154,7 +156,7 @@ def search_rows(grid: Any, spec: dict[str, Any], max_epochs: int) -> list[dict[s
     for result in grid:
         values = {k: result.config.get(k) for k in search["space"]}
         tid = _trial_id(result)
-        name = trial_name(int(tid.rsplit("_", 1)[-1]), values) if tid else None
+        name = trial_name(tid, values) if tid else None
         run_dir = Path(LOG_ROOT) / spec["sweep"] / SEARCH_DIR / name if name else None
         history: list[float] = []
         epochs = 0

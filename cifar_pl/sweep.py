@@ -35,6 +35,7 @@ groups' intervals overlap, i.e. which differences the repeats cannot tell from s
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import subprocess
 import sys
@@ -189,12 +190,15 @@ def sweep(argv: list[str] | None = None) -> int:
                              "none)")  # fmt: skip
     args, extra = parser.parse_known_args(argv)
     spec = load_sweep(args.sweep)
+    if args.cpus_per_run is not None and not (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0):
+        raise BadValue(f"--cpus-per-run {args.cpus_per_run:g}: give a positive number of CPUs per run, e.g. 1")
     use_ray = _use_ray(args, spec)
     res = None
     if use_ray:
         from .ray_engine import Resources  # deferred: only for the Ray engine
 
-        res = Resources(args.cpus_per_run or 1.0, args.gpus_per_run, args.max_parallel, args.address)
+        res = Resources(1.0 if args.cpus_per_run is None else args.cpus_per_run, args.gpus_per_run,
+                        args.max_parallel, args.address)  # fmt: skip
         res.check()
     if spec.get("search") is not None:
         return _search(spec, extra, args, res)

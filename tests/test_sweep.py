@@ -247,7 +247,11 @@ def test_every_sweep_names_valid_configs_and_keys(path, capsys):
     spec = load_sweep(path)
     runs = spec["runs"]
     if spec["search"] is not None:  # a search: each end of each searched range (each choice) as a run
-        runs = {f"{k}={v}": {k: v} for k, dist in spec["search"]["space"].items() for v in next(iter(dist.values()))}
+        runs = {
+            f"{k}={v}": {k: v}
+            for k, dist in spec["search"]["space"].items()
+            for v in next(iter(dist.values()))
+        }
     assert runs and all(name and "/" not in name for name in runs)
     for overrides in runs.values():  # every run's arguments parse (a misspelt key would exit 2)
         args = ["fit"]

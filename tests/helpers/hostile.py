@@ -203,6 +203,17 @@ CASES = [
     Case("sweep: a seed given twice", "sweep", ("{sweep_seed_twice}",), "`seeds:` is a list of distinct whole numbers"),
     Case("sweep: repeats: 0", "sweep", ("{sweep_repeats_zero}",), "`repeats:` is a whole number of runs per group, 1 to 100"),
     Case("sweep: seeds and a fixed seed_everything", "sweep", ("{sweep_seed_clash}",), "`args:` sets seed_everything"),
+    Case("search: num_samples 0", "sweep", ("{search_zero}",), "search.num_samples is the number of trials, 1 to 10000"),
+    Case("search: a key that is not an option", "sweep", ("{search_not_an_option}",),
+         "search.space.model.optim.lrate = 0.01"),
+    Case("sweep on Ray: an address where nothing answers", "sweep", ("{sweep_real}", "--engine", "ray", "--address",
+         "127.0.0.1:1"), "--address 127.0.0.1:1: nothing answers there"),
+    Case("sweep on Ray: more GPUs per run than the cluster has", "sweep", ("{sweep_real}", "--engine", "ray",
+         "--gpus-per-run", "4"), "--gpus-per-run 4.0: the Ray cluster has 0 GPU(s)"),
+    Case("sweep: --cpus-per-run 0", "sweep", ("{sweep_real}", "--engine", "ray", "--cpus-per-run", "0"),
+         "--cpus-per-run 0: give a positive number"),
+    Case("DDP: sync_batchnorm on the CPU", "cli", _c10("--trainer.sync_batchnorm", "true"),
+         "trainer.sync_batchnorm works on GPUs only"),
     # the write-ups' experiments
     Case("test every 0 epochs", "cli", _c10("--trainer.callbacks+=cifar_pl.callbacks.EvaluateEachEpoch",
                                             "--trainer.callbacks.every_n_epochs", "0"),
@@ -422,6 +433,14 @@ def build_sandbox(root: Path) -> dict[str, str]:
         "sweep_typo": yaml.safe_dump({"sweep": "x", "config": str(CONFIGS / "model_gap.yaml"),
                                       "args": {"data.data_dir": str(root / "c10")},
                                       "runs": {"good": {}, "typo": {"model.lrr": 0.1}}}),
+        "search_zero": yaml.safe_dump({"sweep": "x", "config": "a.yaml", "search": {
+            "space": {"model.optim.lr": {"loguniform": [0.01, 1.0]}}, "num_samples": 0}}),
+        "search_not_an_option": yaml.safe_dump({"sweep": "x", "config": str(CONFIGS / "model_gap.yaml"),
+                                                "args": {"data.data_dir": str(root / "c10")}, "search": {
+            "space": {"model.optim.lrate": {"loguniform": [0.01, 1.0]}}}}),
+        "sweep_real": yaml.safe_dump({"sweep": "x", "config": str(CONFIGS / "model_gap.yaml"),
+                                      "args": {"data.data_dir": str(root / "c10"), "trainer.max_epochs": 1},
+                                      "runs": {"a": {}}}),
     })  # fmt: skip
     for name, text in sweeps.items():
         (root / f"{name}.yaml").write_text(text)
