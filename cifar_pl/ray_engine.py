@@ -215,11 +215,15 @@ class EpochReader:
 
 
 def run_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
-    """A Tune trial: run one sweep run's ``fit`` in its own process and report its epochs; raise when it does not
+    """A sweep's Tune trial: the run ``config["run"]`` of ``runs`` (see :func:`run_one`)."""
+    run_one(runs[config["run"]])
+
+
+def run_one(run: dict[str, Any]) -> None:
+    """In a Tune trial: run one run's ``fit`` in its own process and report its epochs; raise when it does not
     complete (Tune then marks the trial failed)."""
     from ray import tune
 
-    run = runs[config["run"]] if "run" in config else _search_run(config, runs)
     run_dir = Path(run["run_dir"])
     if not wait_while_running(run_dir, timeout=300):
         raise RuntimeError(f"{run_dir} is still being trained by another process; stop it or wait")
@@ -257,13 +261,6 @@ def run_trial(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
     tune.report(final)
     if rc != 0 or status != "complete":
         raise RuntimeError(f"run {run['name']} ended with exit {rc}, its record says {status}")
-
-
-def _search_run(config: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A search trial's run, made from the values Tune drew (see cifar_pl.search)."""
-    from .search import trial_run  # deferred: the search's module, only for searches
-
-    return trial_run(config, runs["__search__"])
 
 
 def trial_spec(spec: dict[str, Any], run: Planned, res: Resources, log_root: Path) -> dict[str, Any]:

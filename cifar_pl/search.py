@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import BadValue, UserError
 from .files import write_text_atomic
-from .ray_engine import Resources, SweepStop, check_cluster, require_ray, run_sweep_ray, run_trial, start_ray
+from .ray_engine import Resources, SweepStop, check_cluster, require_ray, run_one, run_sweep_ray, start_ray
 from .runs import LOG_ROOT, latest_last_checkpoint, safe_part
 from .sweep_runs import (
     SEED_SEP,
@@ -95,6 +95,11 @@ def trial_run(config: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
             "experiment": runs_spec["sweep"] + "/" + name, "log_root": str(cwd / base["log_root"]),
             "env": {**base["env"], "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
             "max_epochs": base["max_epochs"]}  # fmt: skip
+
+
+def search_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """A search's Tune trial: the run of the values Tune drew."""
+    run_one(trial_run(config, base))
 
 
 def _candidates(dist: dict[str, Any]) -> list[Any]:
@@ -296,7 +301,7 @@ def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None
     search = spec["search"]
     base = _base_spec(spec, extra, res.threads, max_epochs)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, runs={"__search__": base}), {"cpu": res.cpus, "gpu": res.gpus}
+        tune.with_parameters(search_trial, base=base), {"cpu": res.cpus, "gpu": res.gpus}
     )
     storage = (Path.cwd() / LOG_ROOT / spec["sweep"] / ".ray").resolve()
     path = storage / SEARCH_DIR

@@ -191,7 +191,9 @@ def sweep(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     spec = load_sweep(args.sweep)
     if args.cpus_per_run is not None and not (math.isfinite(args.cpus_per_run) and args.cpus_per_run > 0):
-        raise BadValue(f"--cpus-per-run {args.cpus_per_run:g}: give a positive number of CPUs per run, e.g. 1")
+        raise BadValue(
+            f"--cpus-per-run {args.cpus_per_run:g}: give a positive number of CPUs per run, e.g. 1"
+        )
     use_ray = _use_ray(args, spec)
     res = None
     if use_ray:

@@ -164,7 +164,9 @@ class GracefulStop(pl.Callback):
         if self.signum is not None:
             if signum == signal.SIGTERM == self.signum and time.monotonic() - self._first < SAME_STOP_S:
                 # one stop delivered twice (a launcher and the operating system both pass it on): not "stop now"
-                rank_zero_info(f"\nreceived {name} again within {SAME_STOP_S:g} s: the same stop, still saving")
+                rank_zero_info(
+                    f"\nreceived {name} again within {SAME_STOP_S:g} s: the same stop, still saving"
+                )
                 return
             rank_zero_info(f"\nreceived {name} again: stopping now")
             raise StopNow(self.signum)  # asked twice: stop now, whatever the step
