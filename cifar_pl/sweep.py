@@ -11,6 +11,11 @@ an interrupted or failed one continues from its ``last.ckpt``. SIGTERM/SIGINT to
 progress, which saves and stops; the sweep then exits 128 + signal. At the end ``lightning_logs/<sweep>/plots/``
 gets one chart per compared metric (PNG and SVG), final-value bars and ``summary.md``.
 
+Where the runs run: with Ray Tune installed (``pip install 'cifar_pl[ray]'``), side by side as Tune trials
+(``cifar_pl.ray_engine``: ``--cpus-per-run``, ``--gpus-per-run``, ``--max-parallel``, ``--address``), else one after
+another in this process's machine (``--engine sequential`` asks for that with Ray installed). A ``search:`` section
+searches options instead of listing runs (``cifar_pl.search``, Ray only). docs/scale.md.
+
 Everything is checked before the first run starts: the file (read with a bound on YAML aliases), every run's
 configuration (parsed and built as ``fit`` would, without training: a typo in one override fails at once, naming
 the run), run names (two grid values that make one name are refused; ``experiment`` is the sweep's to set), and
