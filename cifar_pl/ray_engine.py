@@ -306,6 +306,9 @@ def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progre
     class Lines(tune.Callback):
         """The sequential engine's lines, for trials: started, done (with result.json written) or failed."""
 
+        failed: dict[str, str] = {}
+        recorded: set[str] = set()
+
         def on_trial_start(self, iteration, trials, trial, **info):
             run = plan[trial.config["run"]]
             progress.started(run.name)
@@ -316,14 +319,16 @@ def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progre
             run = plan[trial.config["run"]]
             took = float((trial.last_result or {}).get("wall_s", 0.0))
             result = record_result(spec, run, took)
+            Lines.recorded.add(run.name)
             print(progress.done(f"[sweep {run.index}/{total}]", run.name, took, result), flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             run = plan[trial.config["run"]]
             rc = (trial.last_result or {}).get("exit_code")
             progress.failed(run.name)
-            print(failure_line(f"[sweep {run.index}/{total}]", run, rc if isinstance(rc, int) else -1)[1],
-                  flush=True)  # fmt: skip
+            Lines.failed[run.name], line = failure_line(f"[sweep {run.index}/{total}]", run,
+                                                        rc if isinstance(rc, int) else -1)  # fmt: skip
+            print(line, flush=True)
 
     return Lines()
 
@@ -355,6 +360,7 @@ def run_sweep_ray(
         print(f"[sweep] on Ray: {len(todo)} runs, {parallel} at a time ({res.cpus:g} CPU"
               f"{f', {res.gpus:g} GPU' if res.gpus else ''} each)", flush=True)  # fmt: skip
         runs = {r.name: trial_spec(spec, r, res, log_root) for r in todo}
+        lines = _callback(spec, {r.name: r for r in plan}, len(plan), Progress(len(todo), parallel))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, runs=runs), {"cpu": res.cpus, "gpu": res.gpus}
         )
@@ -365,19 +371,30 @@ def run_sweep_ray(
             tune_config=tune.TuneConfig(max_concurrent_trials=parallel, reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage), verbose=0,
-                callbacks=[_callback(spec, {r.name: r for r in plan}, len(plan), Progress(len(todo), parallel))],
+                callbacks=[lines],
                 log_to_file=True,
             ),
         )  # fmt: skip
-        with SweepStop() as stop:
-            grid = tuner.fit()
-        for result in grid:
-            name = result.config["run"]
-            status[name] = "done" if result.error is None else _failed(plan, name)
-        for run in todo:
-            status.setdefault(run.name, _failed(plan, run.name))
-        if stop.signum is not None:
-            status["__signal__"] = str(stop.signum)
+        with SweepStop() as stop, _quiet_tune():
+            tuner.fit()
+        stopped = False
+        for run in todo:  # what each run's own record says, whatever Tune thought of its trial
+            after = run_status(run.run_dir)
+            if after == "complete":
+                status[run.name] = "done"
+                if run.name not in lines.recorded:  # finished as the sweep was stopped: Tune never said so
+                    record_result(spec, run, None)
+            elif after == "interrupted":
+                status[run.name], stopped = "interrupted", True
+            elif after == "new":
+                status[run.name], stopped = "not started", True
+            else:
+                status[run.name] = lines.failed.get(run.name, f"failed (its record says {after})")
+        signum = stop.signum or (signal.SIGINT if stopped else None)
+        if signum is not None:  # a SIGTERM here, or a Ctrl-C (Tune's own handler stopped the trials)
+            print(f"[sweep] stopped by {signal.Signals(signum).name}: run the same command again to resume the "
+                  f"interrupted runs and start the others", flush=True)  # fmt: skip
+            status["__signal__"] = str(int(signum))
     finally:
         if started:
             import ray
@@ -386,14 +403,19 @@ def run_sweep_ray(
     return status
 
 
-def _failed(plan: list[Planned], name: str) -> str:
-    run = next(r for r in plan if r.name == name)
-    after = run_status(run.run_dir)
-    return (
-        "done"
-        if after == "complete"
-        else f"{'interrupted' if after == 'interrupted' else 'failed'} ({after})"
-    )
+@contextlib.contextmanager
+def _quiet_tune():
+    """Tune logs each failed trial's traceback (our RuntimeError, 40 lines): the sweep says it in one line with the
+    run's own log; Tune's messages below ERROR+1 are kept off the terminal while the sweep runs."""
+    loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.tune.execution.tune_controller", "ray.train")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def require_ray(what: str) -> None:

@@ -30,13 +30,23 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from .errors import BadValue, UserError
 from .files import write_text_atomic
-from .ray_engine import Resources, SweepStop, check_cluster, require_ray, run_one, run_sweep_ray, start_ray
+from .ray_engine import (
+    Resources,
+    SweepStop,
+    _quiet_tune,
+    check_cluster,
+    require_ray,
+    run_one,
+    run_sweep_ray,
+    start_ray,
+)
 from .runs import LOG_ROOT, latest_last_checkpoint, safe_part
 from .sweep_runs import (
     SEED_SEP,
@@ -159,6 +169,8 @@ def search_rows(grid: Any, spec: dict[str, Any], max_epochs: int) -> list[dict[s
     search = spec["search"]
     rows = []
     for result in grid:
+        if result.config is None:  # a trial that never started (the search was stopped first)
+            continue
         values = {k: result.config.get(k) for k in search["space"]}
         tid = _trial_id(result)
         name = trial_name(tid, values) if tid else None
@@ -242,9 +254,21 @@ def run_search(spec: dict[str, Any], extra: list[str], res: Resources | None, co
     search = spec["search"]
     view = check_space(spec, extra)
     max_epochs = (view.get("trainer") or {}).get("max_epochs")
-    if not isinstance(max_epochs, int) or max_epochs < 1:
+    if "trainer.max_epochs" in search["space"]:
+        if search["scheduler"] == "asha":
+            raise BadValue(
+                f"{spec['file']}: search.space.trainer.max_epochs: ASHA's budget is the trials' epochs, the same for "
+                f"all; search the run length with scheduler: none"
+            )
+        max_epochs = max(_candidates(search["space"]["trainer.max_epochs"]))
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise BadValue(
             f"{spec['file']}: a search needs trainer.max_epochs (its trials' length; ASHA's budget)"
+        )
+    if search["scheduler"] == "asha" and search["grace_period"] >= max_epochs:
+        raise BadValue(
+            f"{spec['file']}: search.grace_period {search['grace_period']} is not below trainer.max_epochs "
+            f"{max_epochs}: ASHA could stop no trial early; lower it or use scheduler: none"
         )
     print(f"[search] {spec['sweep']}: {search['num_samples']} trials of {max_epochs} epochs at most over "
           f"{', '.join(search['space'])}; {search['sampler']} sampling, "
@@ -266,6 +290,22 @@ def run_search(spec: dict[str, Any], extra: list[str], res: Resources | None, co
 
             ray.shutdown()
     rows = search_rows(grid, spec, max_epochs)
+    best = _report(spec, rows)
+    if signum is not None:
+        print(f"[search] stopped by {signal.Signals(signum).name}: run the same command again to continue it")
+        return 128 + signum
+    if best is None:
+        print(f"[search] no trial reported {search['metric']}; see the trials' sweep.log under "
+              f"{Path(LOG_ROOT) / spec['sweep'] / SEARCH_DIR}")  # fmt: skip
+        return 1
+    if not confirm_seeds:
+        return 0
+    return _confirm(spec, extra, res, best, confirm_seeds)
+
+
+def _report(spec: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The table (search.md, search.json, printed) and the charts of a search's trials; returns the best row."""
+    search = spec["search"]
     scored = [r for r in rows if r["best"] is not None]
     best = (max if search["mode"] == "max" else min)(scored, key=lambda r: r["best"]) if scored else None
     out = Path(LOG_ROOT) / spec["sweep"] / SEARCH_DIR
@@ -285,14 +325,25 @@ def run_search(spec: dict[str, Any], extra: list[str], res: Resources | None, co
     print("\n".join(lines))
     for p in search_charts(rows, search, out / "plots"):
         print(f"wrote {p}")
-    if signum is not None:
-        return 128 + signum
-    if best is None:
-        print(f"[search] no trial reported {search['metric']}; see the trials' sweep.log under {out}")
-        return 1
-    if not confirm_seeds:
-        return 0
-    return _confirm(spec, extra, res, best, confirm_seeds)
+    return best
+
+
+def search_plots(spec: dict[str, Any]) -> int:
+    """``--plots-only`` for a search: its table and charts again from ``search.json``, and the confirmation runs'
+    charts; nothing is trained."""
+    path = Path(LOG_ROOT) / spec["sweep"] / SEARCH_DIR / "search.json"
+    try:
+        rows = json.loads(path.read_text())["trials"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadValue(f"{path}: no finished search to draw yet; run the search first") from None
+    best = _report(spec, rows)
+    members = sorted(p.name for p in (Path(LOG_ROOT) / spec["sweep"]).glob(f"best{SEED_SEP}*") if p.is_dir())
+    if best is not None and members:
+        confirm = {**spec, "search": None, "seeds": [int(m.split(SEED_SEP)[1]) for m in members],
+                   "groups": {"best": members}, "runs": {m: {} for m in members}}  # fmt: skip
+        for p in plot_sweep(confirm):
+            print(f"wrote {p}")
+    return 0
 
 
 def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None]:
@@ -334,9 +385,15 @@ def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None
             run_config=tune.RunConfig(name=SEARCH_DIR, storage_path=str(storage), verbose=0, log_to_file=True,
                                       callbacks=[_lines(spec)]),
         )  # fmt: skip
-    with SweepStop() as stop:
+    with SweepStop() as stop, _quiet_tune():
         grid = tuner.fit()
-    return grid, stop.signum
+    signum = stop.signum
+    ended = [r for r in grid if r.config is not None]
+    if signum is None and len(ended) < len(
+        grid
+    ):  # trials left unstarted: a Ctrl-C (Tune's handler) stopped it
+        signum = signal.SIGINT
+    return grid, signum
 
 
 def _lines(spec: dict[str, Any]) -> Any:

@@ -199,6 +199,18 @@ def sweep(argv: list[str] | None = None) -> int:
         raise BadValue(
             f"--cpus-per-run {args.cpus_per_run:g}: give a positive number of CPUs per run, e.g. 1"
         )
+    if not 0 <= args.confirm_seeds <= 100:
+        raise BadValue(f"--confirm-seeds {args.confirm_seeds}: give 0 (none) to 100 seeds")
+    if spec.get("search") is not None and args.only:
+        raise BadValue("--only picks runs of a sweep's runs:/grid:; a search draws its own trials")
+    if spec.get("search") is not None and args.plots_only:
+        return _search_plots(spec)
+    if not 0 <= args.confirm_seeds <= 100:
+        raise BadValue(f"--confirm-seeds {args.confirm_seeds}: give 0 (none) to 100 seeds")
+    if spec.get("search") is not None and args.only:
+        raise BadValue("--only picks runs of a sweep's runs:/grid:; a search draws its own trials")
+    if spec.get("search") is not None and args.plots_only:
+        return _search_plots(spec)
     use_ray = _use_ray(args, spec)
     res = None
     if use_ray:
@@ -265,6 +277,18 @@ def _use_ray(args: argparse.Namespace, spec: dict[str, Any]) -> bool:
             raise BadValue(f"{what} needs Ray Tune, which is not installed: {RAY_HINT}")
         return False
     return True
+
+
+def _search_plots(spec: dict[str, Any]) -> int:
+    from .search import search_plots  # deferred: the search's module (Ray), only for a search
+
+    return search_plots(spec)
+
+
+def _search_plots(spec: dict[str, Any]) -> int:
+    from .search import search_plots  # deferred: the search's module (Ray), only for a search
+
+    return search_plots(spec)
 
 
 def _search(spec: dict[str, Any], extra: list[str], args: argparse.Namespace, res: Any) -> int:

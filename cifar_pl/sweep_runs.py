@@ -435,10 +435,11 @@ def child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def record_result(spec: dict[str, Any], run: Planned, took: float) -> dict[str, Any]:
-    """A finished run's final values and wall time, written to ``result.json`` in its folder."""
+def record_result(spec: dict[str, Any], run: Planned, took: float | None) -> dict[str, Any]:
+    """A finished run's final values and wall time (None: not measured), written to ``result.json`` in its
+    folder."""
     result = final_values(run.run_dir)
-    result["wall_s"] = round(took, 1)
+    result["wall_s"] = None if took is None else round(took, 1)
     result["overrides"] = spec["runs"][run.name]
     write_text_atomic(run.run_dir / "result.json", json.dumps(result, indent=2))
     return result

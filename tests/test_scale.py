@@ -356,3 +356,43 @@ def _worker_of_node(node_rank: int) -> int:
         if f"GROUP_RANK={node_rank}".encode() in env and b"torchrun" not in cmd and b"cifar_pl" in cmd:
             return int(pid)
     raise AssertionError(f"no worker of node rank {node_rank}")
+
+
+def test_search_options_that_cannot_apply_are_one_line(tmp_path, monkeypatch, capsys, cifar10_root):
+    monkeypatch.chdir(tmp_path)
+    space = {"space": {"model.optim.lr": {"uniform": [0.01, 0.1]}}}
+    path = str(_sweep_file(tmp_path, cifar10_root, search=space))
+    assert sweep_main([path, "--only", "t000"]) == 2
+    assert "a search draws its own trials" in capsys.readouterr().err
+    assert sweep_main([path, "--confirm-seeds", "-1"]) == 2
+    assert "--confirm-seeds -1: give 0 (none) to 100 seeds" in capsys.readouterr().err
+    if not ray_available():
+        return
+    assert sweep_main([path]) == 2  # max_epochs 1: ASHA's grace period of 1 leaves nothing to stop
+    assert "search.grace_period 1 is not below trainer.max_epochs 1" in capsys.readouterr().err
+    epochs = {"space": {"trainer.max_epochs": {"int": [2, 4]}}}
+    assert sweep_main([str(_sweep_file(tmp_path, cifar10_root, search=epochs))]) == 2
+    assert "ASHA's budget is the trials' epochs" in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_plots_only_of_a_search_draws_its_table_again_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = {"space": {"model.optim.lr": {"loguniform": [0.001, 1.0]}}}
+    path = str(_sweep_file(tmp_path, tmp_path, search=space))
+    assert sweep_main([path, "--plots-only"]) == 2
+    assert "no finished search to draw yet" in capsys.readouterr().err
+    rows = [{"trial": "a_00000", "run": "t000,lr=0.01", "values": {"model.optim.lr": 0.01}, "best": 0.4, "epochs": 3,
+             "ended": "complete"},
+            {"trial": "a_00001", "run": "t001,lr=0.5", "values": {"model.optim.lr": 0.5}, "best": 0.2, "epochs": 1,
+             "ended": "stopped early at epoch 1"}]  # fmt: skip
+    out = tmp_path / "lightning_logs/scale/search"
+    out.mkdir(parents=True)
+    (out / "search.json").write_text(json.dumps({"trials": rows}))
+    assert sweep_main([path, "--plots-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "| t000,lr=0.01 **best** | 0.01 | 0.4000 | 3 | complete |" in printed
+    assert (out / "plots/model_optim_lr.png").is_file() and (out / "search.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "lightning_logs/scale").iterdir()) == [
+        "search"
+    ]  # no run trained
