@@ -379,6 +379,7 @@ def run_sweep_ray(
             tuner.fit()
         stopped = False
         for run in todo:  # what each run's own record says, whatever Tune thought of its trial
+            wait_while_running(run.run_dir, timeout=120)  # a stopped run of this machine may still be saving
             after = run_status(run.run_dir)
             if after == "complete":
                 status[run.name] = "done"

@@ -47,7 +47,7 @@ from .ray_engine import (
     run_sweep_ray,
     start_ray,
 )
-from .runs import LOG_ROOT, latest_last_checkpoint, safe_part
+from .runs import LOG_ROOT, latest_last_checkpoint, safe_part, wait_while_running
 from .sweep_runs import (
     SEED_SEP,
     check_sweep,
@@ -179,6 +179,7 @@ def search_rows(grid: Any, spec: dict[str, Any], max_epochs: int) -> list[dict[s
         epochs = 0
         status = "new"
         if run_dir is not None and run_dir.is_dir():
+            wait_while_running(run_dir, timeout=120)  # a stopped trial's run may still be saving
             scalars = read_scalars(run_dir)
             history = [v for _, v in scalars.get(search["metric"], [])]
             epochs = len(scalars.get("val/acc", []))

@@ -396,3 +396,45 @@ def test_plots_only_of_a_search_draws_its_table_again_and_trains_nothing(tmp_pat
     assert sorted(p.name for p in (tmp_path / "lightning_logs/scale").iterdir()) == [
         "search"
     ]  # no run trained
+
+
+@needs_ray
+@pytest.mark.slow  # a driver process and training processes of its own
+def test_a_ctrl_c_to_a_ray_sweep_says_so_and_lists_each_run_as_its_record_has_it(tmp_path, cifar10_root):
+    path = _sweep_file(
+        tmp_path, cifar10_root, runs={"a": {"trainer.callbacks+": "tests.helpers.PauseAt"}, "b": {}}
+    )
+    spec = yaml.safe_load(path.read_text())
+    spec["args"].update({"trainer.max_epochs": 3, "data.batch_size": 16})
+    path.write_text(yaml.safe_dump(spec))
+    marker = tmp_path / "paused"
+    env = {**child_env(), "PAUSE_AT_STEP": "3", "PAUSE_MARKER": str(marker)}
+    cmd = [sys.executable, "-m", "cifar_pl.sweep", str(path), "--engine", "ray", "--cpus-per-run", "1",
+           "--max-parallel", "1"]  # fmt: skip
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune's own handler stops the trials
+    out = driver.communicate(timeout=240)[0]
+    assert driver.returncode == 128 + signal.SIGINT, out[-3000:]
+    assert "[sweep] stopped by SIGINT: run the same command again" in out
+    assert "[sweep] a: interrupted" in out and "[sweep] b: not started" in out, out[-3000:]
+    assert run_status(tmp_path / "lightning_logs/scale/a") == "interrupted"
+
+
+def test_a_search_stopped_before_some_trials_started_still_writes_its_table(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cifar_pl.search import search_rows
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"sweep": "s", "search": {"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}, "metric": "val/acc",
+                                     "mode": "max"}}  # fmt: skip
+    grid = [SimpleNamespace(config={"model.optim.lr": 0.5}, metrics={"trial_id": "abcde_00000"}, path=None,
+                            error=RuntimeError("stopped")),
+            SimpleNamespace(config=None, metrics=None, path=None, error=None)]  # never started  # fmt: skip
+    rows = search_rows(grid, spec, max_epochs=3)
+    assert [r["run"] for r in rows] == ["t000,lr=0.5"] and rows[0]["ended"] == "failed"
