@@ -438,3 +438,22 @@ def test_a_search_stopped_before_some_trials_started_still_writes_its_table(tmp_
             SimpleNamespace(config=None, metrics=None, path=None, error=None)]  # never started  # fmt: skip
     rows = search_rows(grid, spec, max_epochs=3)
     assert [r["run"] for r in rows] == ["t000,lr=0.5"] and rows[0]["ended"] == "failed"
+
+
+@pytest.mark.slow  # training processes of their own, a signal
+def test_a_sigterm_to_one_node_rank_during_validation_stops_both_after_the_next_step(
+    tmp_path, cifar10_root, monkeypatch
+):
+    # every check of Lightning's stop flag is per process: raised on rank 1 alone it would strand rank 0
+    monkeypatch.setenv("SIGNAL_AT", "val:1:0")
+    monkeypatch.setenv("SIGNAL_RANK", "1")
+    nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "4",
+                            "--trainer.callbacks+=tests.helpers.SignalAt")  # fmt: skip
+    logs = [p.communicate(timeout=240)[0] for p in nodes]
+    assert all(p.returncode != 0 for p in nodes), logs[0][-2000:]
+    assert "another process of the run received a stop signal" in logs[0], logs[0][-3000:]
+    record = json.loads((tmp_path / "lightning_logs/nodes/version_0/run.json").read_text())
+    steps_per_epoch = 5  # 65 rows per process in batches of 16
+    assert record["status"] == "interrupted" and record["stopped_step"] == 2 * steps_per_epoch + 1
+    last = torch.load(tmp_path / "lightning_logs/nodes/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 2 * steps_per_epoch + 1

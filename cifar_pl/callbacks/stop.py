@@ -129,7 +129,7 @@ class GracefulStop(pl.Callback):
 
         flag = torch.tensor([0 if self.signum is None else 1], device=trainer.strategy.root_device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # any process signalled: all stop after this step
-        if int(flag.item()) and not self._deferred:
+        if int(flag.item()):
             if self.signum is None:
                 self.signum, self.phase = signal.SIGTERM, "training"
                 rank_zero_info("\nanother process of the run received a stop signal: stopping after this step and "
@@ -176,6 +176,16 @@ class GracefulStop(pl.Callback):
         if not self._in_loop or self.phase in ("sanity check", "test"):
             rank_zero_info(f"\nreceived {name} during {self.phase}: stopping now")
             raise StopNow(signum)
+        if self._trainer is not None and _distributed(self._trainer):
+            # Under DDP every check of Lightning's stop flag is made by each process on its own: raised on this
+            # process alone, it would leave the others waiting in a collective. The flag is raised on all of them
+            # together, after the next training step (on_train_batch_end).
+            rank_zero_info(
+                f"\nreceived {name}: stopping after the next training step on every process, saving last.ckpt"
+            )
+            if connector is not None:
+                connector.received_sigterm = False  # Lightning's own handler may have raised it here alone
+            return
         if self.phase == "validation" and self._val_running:
             # Lightning's evaluation loop would stop mid-pass, after which no checkpoint can hold the end of the
             # epoch; the flag is raised again when the pass is over (Lightning's own handler may have set it).

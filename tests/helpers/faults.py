@@ -62,7 +62,8 @@ class SignalAt(pl.Callback):
     * ``$SIGNAL_TIMES`` (default 1): how many signals, one right after the other; the repeats are
       ``$SIGNAL_AGAIN`` (default ``INT``: a Ctrl-C after the scheduler's SIGTERM, asked twice; ``TERM``: the same
       SIGTERM delivered twice, which is one stop);
-      ``$SIGNAL_KIND``: ``TERM`` (default) or ``KILL`` (the process dies on the spot, as a machine that is lost).
+      ``$SIGNAL_KIND``: ``TERM`` (default) or ``KILL`` (the process dies on the spot, as a machine that is lost);
+      ``$SIGNAL_RANK``: under DDP, only that global rank's process is signalled.
 
     Nothing is sent unless a handler of the run's own is installed (never the default, which would end the test
     process)."""
@@ -83,6 +84,9 @@ class SignalAt(pl.Callback):
 
     def _send(self) -> None:
         if self.sent or signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            return
+        rank = os.environ.get("SIGNAL_RANK")  # DDP: only the process of this global rank is signalled
+        if rank is not None and self._trainer is not None and str(self._trainer.global_rank) != rank:
             return
         self.sent = True
         again = getattr(signal, f"SIG{os.environ.get('SIGNAL_AGAIN', 'INT')}")
