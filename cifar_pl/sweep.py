@@ -205,12 +205,6 @@ def sweep(argv: list[str] | None = None) -> int:
         raise BadValue("--only picks runs of a sweep's runs:/grid:; a search draws its own trials")
     if spec.get("search") is not None and args.plots_only:
         return _search_plots(spec)
-    if not 0 <= args.confirm_seeds <= 100:
-        raise BadValue(f"--confirm-seeds {args.confirm_seeds}: give 0 (none) to 100 seeds")
-    if spec.get("search") is not None and args.only:
-        raise BadValue("--only picks runs of a sweep's runs:/grid:; a search draws its own trials")
-    if spec.get("search") is not None and args.plots_only:
-        return _search_plots(spec)
     use_ray = _use_ray(args, spec)
     res = None
     if use_ray:
