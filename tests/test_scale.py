@@ -6,8 +6,10 @@ them is signalled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -287,7 +289,8 @@ def _torchrun_nodes(
     return [
         subprocess.Popen([str(torchrun), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "cifar_pl", "fit", *args],
-                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
         for rank in (0, 1)
     ]  # fmt: skip
 
@@ -300,10 +303,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_nodes(tmp_path: Path, data_dir: Path, experiment: str, *extra: str) -> tuple[list, list[str]]:
+    """Two node ranks to the end; torchrun's rendezvous on a free local port has hung once in CI before training
+    began (no output at all): on a timeout both are killed and started once more on another port, with the run
+    folder cleared. A hang of the run itself would repeat and fail."""
+    for attempt in (1, 2):
+        nodes = _torchrun_nodes(tmp_path, data_dir, experiment, _free_port(), *extra)
+        try:
+            return nodes, [p.communicate(timeout=180)[0] for p in nodes]
+        except subprocess.TimeoutExpired:
+            for p in nodes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+            if attempt == 2:
+                raise
+            shutil.rmtree(tmp_path / "lightning_logs" / experiment, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.slow  # four training processes of their own
 def test_two_node_ranks_train_what_one_process_trains_with_the_same_global_batch(tmp_path, cifar10_root):
-    nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "2")
-    logs = [p.communicate(timeout=300)[0] for p in nodes]
+    nodes, logs = _run_nodes(tmp_path, cifar10_root, "nodes", "--trainer.max_epochs", "2")
     assert all(p.returncode == 0 for p in nodes), logs[0][-3000:] + logs[1][-3000:]
     one = [sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.net",
            "base_cnn", "--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false",
@@ -325,10 +346,16 @@ def test_a_sigterm_to_one_node_rank_stops_both_with_last_ckpt_and_they_resume(tm
     nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "500")
     run = tmp_path / "lightning_logs/nodes/version_0"
     deadline = time.monotonic() + 180
-    while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.monotonic() < deadline:
-        time.sleep(0.2)  # training has begun: an epoch's checkpoint is written
-    os.kill(_worker_of_node(1), signal.SIGTERM)  # one node's worker only, as that node's scheduler would
-    logs = [p.communicate(timeout=180)[0] for p in nodes]
+    try:
+        while not list((run / "checkpoints").glob("epoch*.ckpt")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # training has begun: an epoch's checkpoint is written
+        os.kill(_worker_of_node(1), signal.SIGTERM)  # one node's worker only, as that node's scheduler would
+        logs = [p.communicate(timeout=180)[0] for p in nodes]
+    finally:
+        for p in nodes:  # nothing left behind if the run never got going
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
     assert all(p.returncode != 0 for p in nodes)
     assert "another process of the run received a stop signal" in logs[0]
     record = json.loads((run / "run.json").read_text())
@@ -447,9 +474,8 @@ def test_a_sigterm_to_one_node_rank_during_validation_stops_both_after_the_next_
     # every check of Lightning's stop flag is per process: raised on rank 1 alone it would strand rank 0
     monkeypatch.setenv("SIGNAL_AT", "val:1:0")
     monkeypatch.setenv("SIGNAL_RANK", "1")
-    nodes = _torchrun_nodes(tmp_path, cifar10_root, "nodes", _free_port(), "--trainer.max_epochs", "4",
-                            "--trainer.callbacks+=tests.helpers.SignalAt")  # fmt: skip
-    logs = [p.communicate(timeout=240)[0] for p in nodes]
+    nodes, logs = _run_nodes(tmp_path, cifar10_root, "nodes", "--trainer.max_epochs", "4",
+                             "--trainer.callbacks+=tests.helpers.SignalAt")  # fmt: skip
     assert all(p.returncode != 0 for p in nodes), logs[0][-2000:]
     assert "another process of the run received a stop signal" in logs[0], logs[0][-3000:]
     record = json.loads((tmp_path / "lightning_logs/nodes/version_0/run.json").read_text())
