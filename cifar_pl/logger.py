@@ -93,7 +93,8 @@ def experiment_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     if corrupt not in (None, "none"):
         prob = data_args.get("corrupt_prob")
         out["corruption"] = f"{corrupt} p={prob}" if corrupt == "labels" else str(corrupt)
-    return {k: _cell(COLUMNS[k], v) for k, v in out.items() if _cell(COLUMNS[k], v) is not None}
+    cells = {k: _cell(COLUMNS[k], v) for k, v in out.items()}
+    return {k: v for k, v in cells.items() if v is not None}
 
 
 def _cell(kind: type, value: Any) -> Any:
