@@ -47,7 +47,7 @@ from .ray_engine import (
     run_sweep_ray,
     start_ray,
 )
-from .runs import LOG_ROOT, latest_last_checkpoint, safe_part, wait_while_running
+from .runs import LOG_ROOT, latest_last_checkpoint, read_scalars, safe_part, wait_while_running
 from .sweep_runs import (
     SEED_SEP,
     check_sweep,
@@ -164,7 +164,6 @@ def _trial_id(result: Any) -> str | None:
 def search_rows(grid: Any, spec: dict[str, Any], max_epochs: int) -> list[dict[str, Any]]:
     """One row per trial, read from its run's own folder (the truth, whoever ran it): its values, the best of the
     metric over its epochs, the epochs it trained and how it ended (complete, stopped early at epoch k, failed)."""
-    from .viz.curves import read_scalars  # deferred: matplotlib, only at the end of a search
 
     search = spec["search"]
     rows = []

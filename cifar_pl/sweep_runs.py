@@ -20,7 +20,16 @@ from typing import Any
 from . import safe_yaml
 from .errors import BadValue, UserError, user_error_in
 from .files import write_text_atomic
-from .runs import LOG_ROOT, check_name, latest_last_checkpoint, mean_std, read_record, safe_part, version_dirs
+from .runs import (
+    LOG_ROOT,
+    check_name,
+    latest_last_checkpoint,
+    mean_std,
+    read_record,
+    read_scalars,
+    safe_part,
+    version_dirs,
+)
 
 DEFAULT_COMPARE = ["train/loss", "train/acc", "val/acc", "train/epoch_time"]
 SWEEP_KEYS = ("sweep", "config", "args", "runs", "grid", "compare", "final", "seeds", "repeats", "search")
@@ -516,7 +525,6 @@ def _headline(result: dict[str, Any]) -> str:
 
 def final_values(run_dir: Path) -> dict[str, Any]:
     """The last logged value of each epoch-level metric of a run, and its number of epochs."""
-    from .viz.curves import read_scalars  # deferred: matplotlib, only when results are read
 
     scalars = read_scalars(run_dir)
     out: dict[str, Any] = {
@@ -599,7 +607,7 @@ def summary_lines(groups: dict[str, list[dict[str, list[tuple[int, float]]]]], r
 def plot_sweep(spec: dict[str, Any], log_root: Path = Path(LOG_ROOT)) -> list[Path]:
     """The comparison charts, the final-value bars and ``summary.md`` of a sweep's runs that have logs; with
     repeats, per group: mean curves with a ±1 std band, bars with std error bars, mean ± std in the table."""
-    from .viz.curves import compare_figure, final_bars_figure, read_scalars, save  # deferred: matplotlib
+    from .viz.curves import compare_figure, final_bars_figure, save  # deferred: matplotlib
 
     sweep_dir = log_root / spec["sweep"]
     groups: dict[str, list[dict[str, list[tuple[int, float]]]]] = {}

@@ -9,65 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..errors import MissingFile
-from ..runs import mean_std, stage_parent, stage_start, version_dirs
-
-
-def _has_events(d: Path) -> bool:
-    return any(d.glob("events.out.tfevents.*"))
-
-
-def _with_parent_stages(run: Path) -> list[Path]:
-    """``run`` preceded by the runs of its earlier stages (``stage.json`` names each one's parent run)."""
-    chain = [run]
-    while True:
-        parent = stage_parent(chain[0])
-        if parent is None or parent in chain or not parent.is_dir() or not _has_events(parent):
-            break
-        chain.insert(0, parent)
-    return chain
-
-
-def run_dirs(path: str | Path) -> list[Path]:
-    """The version folders of a run, oldest first: ``path`` itself if it holds event files (after the runs of
-    its earlier stages, when it is a stage started with ``fit --ckpt_path``), else its ``version_N`` folders
-    (an experiment folder such as ``lightning_logs/model_g``: a run resumed into a new folder, or later stages
-    of it, make up its history)."""
-    path = Path(path)
-    if _has_events(path):
-        return _with_parent_stages(path.resolve())
-    versions = [d for d in version_dirs(path) if _has_events(d)]
-    if not versions:
-        raise MissingFile(f"no TensorBoard event files in '{path}' or its version_N folders")
-    return versions
-
-
-def read_scalars(path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a run as ``tag -> [(epoch, value), ...]`` sorted by epoch; epoch-level metrics are placed
-    at the epoch Lightning logged with them (steps without an epoch keep their step number). Where versions
-    overlap (a resumed run), the later value of an epoch wins."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, dict[int, float]] = {}
-    for run in run_dirs(path):
-        raw: dict[str, list[tuple[int, float, float]]] = {}
-        for events in sorted(run.glob("events.out.tfevents.*")):
-            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-            acc.Reload()
-            for tag in acc.Tags().get("scalars", []):
-                raw.setdefault(tag, []).extend((e.step, e.value, e.wall_time) for e in acc.Scalars(tag))
-        # Lightning's epoch counter (``train/epoch`` as cifar_pl.logger writes it, ``epoch`` in older runs)
-        epoch_at = {step: int(v) for step, v, _ in raw.pop("epoch", []) + raw.pop("train/epoch", [])}
-        for tag, items in raw.items():
-            for step, value, _ in sorted(items, key=lambda t: (t[2], t[0])):
-                out.setdefault(tag, {})[epoch_at.get(step, step)] = value
-    return {tag: sorted(values.items()) for tag, values in out.items()}
-
-
-def stage_starts(path: str | Path) -> list[int]:
-    """The epochs at which the later stages of a run began (``stage.json`` of each run folder ``read_scalars``
-    joins), for marking them on the curves."""
-    return sorted({s for d in run_dirs(path) if (s := stage_start(d)) is not None})
+from ..runs import mean_std, read_scalars, run_dirs, stage_starts  # noqa: F401  (the readers live with the records)
 
 
 def curves_figure(
