@@ -169,3 +169,17 @@ def test_resuming_a_finished_run_with_fewer_epochs_is_refused_and_its_record_kep
         run_cli("fit", "model_gap", cifar10_root,
                 f"{BASE} --experiment straight --trainer.max_epochs 2 --ckpt_path last", cwd=work)  # fmt: skip
     assert _record(work, "straight") == before and before["status"] == "complete"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_of_a_fast_dev_run_writes_nothing_in_the_working_folder(
+    cifar10_root, tmp_path, monkeypatch, caplog, signum
+):
+    # fast_dev_run has no logger and so no run folder: the stop saves nowhere (it used to write
+    # ./checkpoints/last.ckpt, 23 MB for the VGG, in whatever folder the command was started from)
+    monkeypatch.setenv("SIGNAL_AT", "train:1")
+    monkeypatch.setenv("SIGNAL_KIND", signal.Signals(signum).name[3:])
+    extra = "--trainer.fast_dev_run 3 --experiment dev"
+    assert _stopped(cifar10_root, tmp_path, "dev", extra) == 128 + signum
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == []
+    assert "nothing to resume" in caplog.text

@@ -5,7 +5,8 @@ SIGTERM (a scheduler, ``docker stop``, ``timeout``) or Ctrl+C during training en
 an uninterrupted run writes after it, so ``fit --ckpt_path last`` redoes nothing. Outside the training loop (the
 data being prepared, the sanity check, the test after fit) and at a second signal the run stops at once; nothing
 new is saved and the last checkpoint written stands (a second SIGTERM within 3 s of the first is taken as the same
-stop passed on twice, not as "stop now"). The process exits with 128 + the signal's number.
+stop passed on twice, not as "stop now"). The process exits with 128 + the signal's number. A ``fast_dev_run``
+has no run folder and saves nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class StopNow(SIGTERMException):
 
 
 def last_checkpoint_callback(trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint | None:
-    """The checkpoint callback that writes ``last.ckpt``."""
+    """The checkpoint callback that writes ``last.ckpt``; none under ``fast_dev_run``, which has no run folder (the
+    callback's folder would be ``./checkpoints`` of wherever the command started) and saves nothing."""
+    if trainer.fast_dev_run:
+        return None
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "filename", None) == "last" and cb.dirpath:
             return cb
@@ -197,8 +201,10 @@ class GracefulStop(pl.Callback):
                 f"(send it again to stop at once)"
             )
             return
+        dev_run = self._trainer is not None and self._trainer.fast_dev_run
+        saving = "saving nothing (fast_dev_run)" if dev_run else "saving last.ckpt"
         rank_zero_info(
-            f"\nreceived {name}: stopping after this step and saving last.ckpt (send it again to stop at once)"
+            f"\nreceived {name}: stopping after this step and {saving} (send it again to stop at once)"
         )
         if connector is not None:
             connector.received_sigterm = True  # Lightning stops at the next step boundary
