@@ -13,9 +13,10 @@ no event files: a few kB a run.
 
 The page's source is ``results/page.md``: prose, with directives that the records fill in (and nothing else may):
 
-* ``{{value SWEEP/GROUP METRIC}}``: the group's last-epoch value of METRIC as ``mean ± std (n = k)`` (one run:
-  the value and ``n = 1``); ``{{value SWEEP/GROUP METRIC best}}``: the best epoch's (max) value; ``{{value
-  SWEEP/GROUP METRIC epoch=E}}``: at epoch E (counted from 1);
+* ``{{value SWEEP/GROUP METRIC [HOW]}}``: the group's value of METRIC as ``mean ± std (n = k)`` (one run: the
+  value and ``n = 1``), HOW being ``last`` (the last epoch's, the default), ``first``, ``best`` (highest),
+  ``min``, ``epoch=E`` (at epoch E, counted from 1), or ``argmin``/``argmax`` (the epoch of the lowest/highest);
+* ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated;
 * ``{{table SWEEP [SWEEP ...] | METRIC [METRIC ...]}}``: one row per group of those sweeps, mean ± std per metric;
 * ``{{chart NAME SWEEP [SWEEP ...] | METRIC}}``: a chart of METRIC against the epoch, one mean curve with a ±1 std
   band per group, drawn to ``docs/img/results/NAME.png``;
@@ -63,14 +64,19 @@ def record_run(run: Path, log_root: Path = Path(LOG_ROOT), results: Path = RESUL
     """Write the compact record of one finished run folder (``lightning_logs/<experiment>``) and return its
     folder under ``results``. The experiment's name comes from the run's own folder below ``log_root``, checked
     as a run name, so a record can only land below ``results``."""
+    try:
+        experiment = check_name(run.resolve().relative_to(log_root.resolve()).as_posix(), "run")
+    except ValueError:
+        raise BadValue(
+            f"{run}: not a run folder below {log_root}/; record runs of {log_root}/ only"
+        ) from None
     versions = version_dirs(run)
     if not versions:
-        raise MissingFile(f"{run}: no version_N folders (not a run of lightning_logs)")
+        raise MissingFile(f"{run}: no version_N folders (not a run of {log_root}/)")
     record = read_record(versions[-1])
     if not record or record.get("status") != "complete":
         raise BadValue(f"{run}: the run is not complete ({(record or {}).get('status', 'no run.json')}); "
                        f"finish it (the sweep's command resumes it) before recording it")  # fmt: skip
-    experiment = check_name(run.resolve().relative_to(log_root.resolve()).as_posix(), "run")
     out = results / experiment
     out.mkdir(parents=True, exist_ok=True)
     config = versions[-1] / "config.yaml"
@@ -199,24 +205,31 @@ def _pick(curve: list[tuple[int, float]], how: str) -> float:
         return max(v for _, v in curve)
     if how == "min":
         return min(v for _, v in curve)
+    if how in ("argmin", "argmax"):  # the epoch (from 1) of the lowest / highest value
+        pick = min if how == "argmin" else max
+        return float(pick(curve, key=lambda ev: ev[1])[0])
+    if how == "first":
+        return curve[0][1]
     if how.startswith("epoch="):
         at = int(how.split("=", 1)[1])
         for epoch, v in curve:
             if epoch == at:
                 return v
         raise BadValue(f"no value at epoch {at} (the curve has epochs {curve[0][0]}..{curve[-1][0]})")
-    raise BadValue(f"{how!r}: a value is last (default), best, min or epoch=E")
+    raise BadValue(f"{how!r}: a value is last (default), first, best, min, argmin, argmax or epoch=E")
+
+
+def each(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> list[float]:
+    """``metric`` taken ``how`` in each run of a group (the runs in name order, i.e. by seed)."""
+    values = [_pick(s[metric], how) for s in load_group(ref, results) if s.get(metric)]
+    if not values:
+        raise MissingFile(f"results/{ref}: no run logged {metric}")
+    return values
 
 
 def stat(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> tuple[float, float, int]:
     """Mean, sample std and count over a group's runs of ``metric`` taken ``how``."""
-    values = []
-    for scalars in load_group(ref, results):
-        curve = scalars.get(metric) or []
-        if curve:
-            values.append(_pick(curve, how))
-    if not values:
-        raise MissingFile(f"results/{ref}: no run logged {metric}")
+    values = each(ref, metric, how, results)
     return (*mean_std(values), len(values))
 
 
@@ -227,7 +240,7 @@ def fmt_stat(mean: float, std: float, n: int, digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- the page
-_DIRECTIVE = re.compile(r"\{\{\s*(value|table|chart|budget|verdicts)\b([^}]*)\}\}")
+_DIRECTIVE = re.compile(r"\{\{\s*(value|each|table|chart|budget|verdicts)\b([^}]*)\}\}")
 _ROW = re.compile(r"```yaml result\n(.*?)```", re.S)
 
 
@@ -264,7 +277,17 @@ def _value(args: str) -> str:
     parts = args.split()
     if len(parts) not in (2, 3):
         raise BadValue(f"{{{{value{args}}}}}: give SWEEP/GROUP METRIC [last|best|min|epoch=E]")
-    return fmt_stat(*stat(parts[0], parts[1], parts[2] if len(parts) == 3 else "last"))
+    how = parts[2] if len(parts) == 3 else "last"
+    return fmt_stat(*stat(parts[0], parts[1], how), digits=1 if how.startswith("arg") else 3)
+
+
+def _each(args: str) -> str:
+    parts = args.split()
+    if len(parts) not in (2, 3):
+        raise BadValue(f"{{{{each{args}}}}}: give SWEEP/GROUP METRIC [HOW]")
+    how = parts[2] if len(parts) == 3 else "last"
+    digits = 0 if how.startswith("arg") else 3
+    return ", ".join(f"{v:.{digits}f}" for v in each(parts[0], parts[1], how))
 
 
 def _split_bar(args: str, what: str) -> tuple[list[str], list[str]]:
@@ -326,6 +349,8 @@ def expand(text: str, draw: bool = False) -> str:
         try:
             if kind == "value":
                 return _value(args)
+            if kind == "each":
+                return _each(args)
             if kind == "table":
                 return _table(args)
             if kind == "chart":
