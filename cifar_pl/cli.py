@@ -254,6 +254,9 @@ class CifarCLI(LightningCLI):
                 class_path="cifar_pl.logger.ExperimentLogger",
                 init_args=Namespace(save_dir=LOG_ROOT, name=cfg.experiment, version=version),
             )
+        elif trainer.logger is False and trainer.get("default_root_dir") is None:
+            # no run folder: Lightning would write checkpoints/ and config.yaml into the working folder
+            trainer.default_root_dir = str(experiment_dir(cfg.experiment))
 
     def _check_fit_values(self, cfg: Namespace) -> None:
         trainer = cfg.trainer

@@ -156,3 +156,15 @@ def test_writeup_000_configs_draw_parameter_histograms():
     callbacks = effective_config(CONFIGS / "writeups/000_vgg_like.yaml")["trainer"]["callbacks"]
     assert {"class_path": "cifar_pl.callbacks.ParameterHistograms",
             "init_args": {"every_n_epochs": 2, "gradients": True, "max_tensors": 32}} in callbacks  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["logger", "no logger", "fast_dev_run"])
+def test_a_fit_writes_nothing_in_the_working_folder_outside_lightning_logs(cifar10_root, tmp_path, how):
+    from .helpers import run_cli
+
+    extra = {"logger": "--trainer.max_epochs 1", "no logger": "--trainer.max_epochs 1 --trainer.logger false",
+             "fast_dev_run": "--trainer.fast_dev_run 2"}[how]  # fmt: skip
+    run_cli("fit", "model_gap", cifar10_root, f"{extra} --data.batch_size 32 --experiment here", cwd=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} <= {"lightning_logs"}
+    if how == "no logger":  # no run folder: the checkpoints go to the experiment's folder
+        assert (tmp_path / "lightning_logs" / "here" / "checkpoints" / "last.ckpt").is_file()
