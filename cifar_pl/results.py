@@ -17,9 +17,12 @@ The page's source is ``results/page.md``: prose, with directives that the record
   value and ``n = 1``), HOW being ``last`` (the last epoch's, the default), ``first``, ``best`` (highest),
   ``min``, ``epoch=E`` (at epoch E, counted from 1), or ``argmin``/``argmax`` (the epoch of the lowest/highest);
 * ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated;
+* ``{{diff SWEEP/GROUP METRIC_A METRIC_B [HOW]}}``: METRIC_A - METRIC_B per run, as mean ± std (n = k);
 * ``{{table SWEEP [SWEEP ...] | METRIC [METRIC ...]}}``: one row per group of those sweeps, mean ± std per metric;
 * ``{{chart NAME SWEEP [SWEEP ...] | METRIC}}``: a chart of METRIC against the epoch, one mean curve with a ±1 std
   band per group, drawn to ``docs/img/results/NAME.png``;
+* ``{{drift NAME SWEEP/RUN ...}}``: the activation-drift figure (ActivationStats' records) of those runs, drawn to
+  ``docs/img/results/NAME.png``; ``{{shift SWEEP/RUN}}``: the largest move of a layer's median between records;
 * ``{{budget SWEEP}}``: the sweep's budget from results/catalogue.yaml, as images x epochs and a share of the
   write-up's;
 * ```` ```yaml result ```` blocks: the verdict rows (see ``VERDICTS``), gathered into the table at
@@ -240,7 +243,7 @@ def fmt_stat(mean: float, std: float, n: int, digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- the page
-_DIRECTIVE = re.compile(r"\{\{\s*(value|each|table|chart|budget|verdicts)\b([^}]*)\}\}")
+_DIRECTIVE = re.compile(r"\{\{\s*(value|each|diff|shift|drift|table|chart|budget|verdicts)\b([^}]*)\}\}")
 _ROW = re.compile(r"```yaml result\n(.*?)```", re.S)
 
 
@@ -288,6 +291,58 @@ def _each(args: str) -> str:
     how = parts[2] if len(parts) == 3 else "last"
     digits = 0 if how.startswith("arg") else 3
     return ", ".join(f"{v:.{digits}f}" for v in each(parts[0], parts[1], how))
+
+
+def _diff(args: str) -> str:
+    parts = args.split()
+    if len(parts) not in (3, 4):
+        raise BadValue(f"{{{{diff{args}}}}}: give SWEEP/GROUP METRIC_A METRIC_B [HOW]")
+    how = parts[3] if len(parts) == 4 else "last"
+    a, b = each(parts[0], parts[1], how), each(parts[0], parts[2], how)
+    if len(a) != len(b):
+        raise BadValue(f"{{{{diff{args}}}}}: not every run logged both metrics")
+    return fmt_stat(*mean_std([x - y for x, y in zip(a, b, strict=True)]), len(a))
+
+
+def _run_record(name: str) -> Path:
+    folder = RESULTS / check_name(name, "run")
+    if not (folder / "run.json").is_file():
+        raise MissingFile(f"results/{name}: no record of this run")
+    return folder
+
+
+def _shift(args: str) -> str:
+    """The largest move of a layer's median pre-activation from one ActivationStats record to the next, over the
+    layers of a run (write-up 000's "covariate shift"), with the layer's mean spread (p85 - p15) beside it."""
+    from .runs import ACTIVATION_FIELDS, read_activation_stats
+
+    parts = args.split()
+    if len(parts) != 1:
+        raise BadValue(f"{{{{shift{args}}}}}: give one run (SWEEP/RUN)")
+    history = read_activation_stats(_run_record(parts[0]))
+    p50, p15, p85 = (ACTIVATION_FIELDS.index(f) for f in ("p50", "p15", "p85"))
+    jump, spread = 0.0, 0.0
+    for rows in history.values():
+        moves = [abs(b[p50] - a[p50]) for a, b in zip(rows, rows[1:], strict=False)]
+        if moves and max(moves) > jump:
+            jump = max(moves)
+            spread = sum(r[p85] - r[p15] for r in rows) / len(rows)
+    return f"{jump:.3f} (that layer's 15th-85th percentile spread {spread:.3f})"
+
+
+def _drift(args: str, draw: bool) -> str:
+    parts = args.split()
+    if len(parts) < 2 or not re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]):
+        raise BadValue(f"{{{{drift{args}}}}}: give NAME SWEEP/RUN [SWEEP/RUN ...]")
+    if draw:
+        from .runs import read_activation_stats
+        from .viz.activations import drift_figure
+        from .viz.curves import save
+
+        fig = drift_figure({r.split("/")[-1]: read_activation_stats(_run_record(r)) for r in parts[1:]})
+        CHARTS.mkdir(parents=True, exist_ok=True)
+        save(fig, CHARTS / f"{parts[0]}.png")
+    return f"![activation drift](img/results/{parts[0]}.png)"
 
 
 def _split_bar(args: str, what: str) -> tuple[list[str], list[str]]:
@@ -351,6 +406,12 @@ def expand(text: str, draw: bool = False) -> str:
                 return _value(args)
             if kind == "each":
                 return _each(args)
+            if kind == "diff":
+                return _diff(args)
+            if kind == "shift":
+                return _shift(args)
+            if kind == "drift":
+                return _drift(args, draw)
             if kind == "table":
                 return _table(args)
             if kind == "chart":
