@@ -239,3 +239,21 @@ def test_a_read_only_cache_folder_falls_back_to_memory(photos, tmp_path):
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
         folder.chmod(0o755)
+
+
+def test_the_cache_goes_to_cache_dir_else_the_environment_else_the_home_cache_and_never_beside_the_photos(
+    photos, tmp_path, monkeypatch
+):
+    before = sorted(photos.rglob("*"))
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.default_cache_dir() == tmp_path / "home" / ".cache" / "cifar_pl"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "cifar_pl"
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "env"))
+    ImageFolderDataModule(str(photos), image_size=16).setup("fit")
+    _dm(photos, tmp_path / "given").setup("fit")
+    assert any((tmp_path / "env").iterdir()) and any((tmp_path / "given").iterdir())
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    assert sorted(photos.rglob("*")) == before  # the photo folder is only read

@@ -305,3 +305,19 @@ def test_top5_accuracy_only_above_five_classes():
     assert set(ImageClassifier(net="model_a", num_classes=3).val_metrics.keys()) == {"val/acc"}
     assert set(ImageClassifier(net="model_a", num_classes=5).val_metrics.keys()) == {"val/acc"}
     assert set(ImageClassifier(net="model_a", num_classes=10).val_metrics.keys()) == {"val/acc", "val/acc5"}
+
+
+def test_a_checkpoint_of_a_net_started_from_weights_loads_without_that_file(tmp_path):
+    import pytorch_lightning as pl
+
+    start = tmp_path / "start.pt"
+    torch.save(ImageClassifier(net="model_gap", num_classes=10).net.state_dict(), start)
+    model = ImageClassifier(net="model_gap", num_classes=10, init={"weights": str(start)})
+    model.setup("fit")
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__}, ckpt)  # fmt: skip
+    start.unlink()
+    loaded = ImageClassifier.load_from_checkpoint(ckpt, weights_only=True)
+    assert loaded.hparams.init["weights"] == str(start)  # named, but not read again
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

@@ -1,6 +1,7 @@
 """VGG-like nets for CIFAR, as in the BatchNorm study of Santurkar et al. 2018
 ("How Does Batch Normalization Help Optimization?"): without BN, with BN before every
-non-linearity, and with BN followed by injected noise that shifts and rescales each channel."""
+non-linearity, and with BN followed by injected noise that shifts and rescales each activation
+(or each channel)."""
 
 from __future__ import annotations
 
