@@ -178,3 +178,16 @@ def test_real_cifar100_subset(real_data):
         meta = pickle.load(f, encoding="latin1")
     assert dm.classes == meta["fine_label_names"]
     assert CIFAR100DataModule(label_type="coarse").classes == meta["coarse_label_names"]
+
+
+def test_num_workers_defaults_to_0_for_batched_augmentation_and_up_to_8_for_per_image(cifar10_root):
+    import os
+
+    assert CIFAR10DataModule(str(cifar10_root), augment="standard").num_workers == 0
+    assert CIFAR10DataModule(str(cifar10_root), augment="none").num_workers == 0
+    per_image = CIFAR10DataModule(str(cifar10_root), augment=[{"name": "autoaugment"}])
+    assert per_image.num_workers == min(8, os.cpu_count() or 1)
+    assert (
+        CIFAR10DataModule(str(cifar10_root), augment=[{"name": "autoaugment"}], num_workers=0).num_workers
+        == 0
+    )
