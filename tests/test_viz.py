@@ -136,6 +136,8 @@ def test_predict_any_size_with_class_names_from_the_checkpoint(trained, tmp_path
     pred = Predictor.from_checkpoint(ckpt)
     assert pred.classes == ["cat", "dog", "owl"] and pred.train_size == 16
     assert pred.load_image(big, "train")[1] == "resized to 16x16"
+    image, said = pred.load_image(big, "native")  # --size native: never resized
+    assert image.shape[-2:] == (300, 500) and "own size 500x300" in said
     # by default every image is resized to the training size, the scale the net learnt
     predict_main([str(small), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "p.json")])  # fit's spelling
     assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == "resized to 16x16"
