@@ -320,4 +320,5 @@ def test_a_checkpoint_of_a_net_started_from_weights_loads_without_that_file(tmp_
     start.unlink()
     loaded = ImageClassifier.load_from_checkpoint(ckpt, weights_only=True)
     assert loaded.hparams.init["weights"] == str(start)  # named, but not read again
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    after, before = loaded.state_dict(), model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
