@@ -384,11 +384,7 @@ def _chart(args: str, draw: bool) -> str:
         for sweep in sweeps:
             for group in groups_of(sweep):
                 label = group if len(sweeps) == 1 else f"{sweep.split('/')[-1]}: {group}"
-                # compare_figure counts epochs from 0, as read_scalars gives them
-                runs[label] = [
-                    {t: [(e - 1, v) for e, v in c] for t, c in s.items()}
-                    for s in load_group(f"{sweep}/{group}")
-                ]
+                runs[label] = load_group(f"{sweep}/{group}")  # epochs from 1, as in the tables
         fig = compare_figure(runs, metric, title=f"{metric} ({', '.join(s.split('/')[-1] for s in sweeps)})")
         CHARTS.mkdir(parents=True, exist_ok=True)
         save(fig, CHARTS / f"{name}.png")
@@ -451,17 +447,19 @@ def verdict_table(page_rows: list[dict[str, Any]]) -> str:
     for r in page_rows:
         sweeps = r["sweeps"] if isinstance(r["sweeps"], list) else [r["sweeps"]]
         budgets = "; ".join(dict.fromkeys(budget_text(s, cat) for s in sweeps)) if sweeps else "not run"
+        was = f" (was: {r['was']})" if r.get("was") else ""
         lines.append(
-            f"| {r['id']} | {r['experiment']} | {r['claim']} | {r['measured']} | {budgets} | **{r['verdict']}**: {r['why']} |"
+            f"| {r['id']} | {r['experiment']} | {r['claim']} | {r['measured']} | {budgets} | "
+            f"**{r['verdict']}**{was}: {r['why']} |"
         )
     return "\n".join(lines)
 
 
 def verdict_counts(page_rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Rows per write-up (the id's leading digits name it) and verdict."""
+    """Rows per write-up (an id reads ``<write-up>/<row>``) and verdict."""
     out: dict[str, dict[str, int]] = {}
     for r in page_rows:
-        wu = str(r["experiment"]).split("(")[-1].split(")")[0] if "(" in str(r["experiment"]) else "?"
+        wu = str(r["id"]).split("/")[0]
         out.setdefault(wu, {}).setdefault(r["verdict"], 0)
         out[wu][r["verdict"]] += 1
     return out
