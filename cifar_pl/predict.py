@@ -25,7 +25,8 @@ from .devices import parse_device
 from .errors import BadValue, run_main
 from .files import check_writable_folder, csv_cell, write_text_atomic
 from .images import image_files
-from .inference import MAX_SIDE, Predictor
+from .inference import Predictor
+from .prediction import MAX_SIDE
 
 MAX_SIDE_LIMIT = 4096  # a 4096 x 4096 photo is 50 MB as uint8 and several GB through a net
 

@@ -7,9 +7,11 @@ which, the cycles, the imports that go up a layer, and the imports made inside f
                                               # function-level import (tests/test_layout.py runs this)
 
 Layers, lowest first (a module may import its own layer or lower ones only):
-  basics   errors, checks, devices, images, files, safe_yaml, renames, runs, weights_io (checkpoint files as bytes)
+  basics   errors, checks, devices, images, prediction (resizing rules, top-k rows), files, safe_yaml, renames,
+           runs, weights_io (checkpoint files as bytes)
   domain   models, data, lit, evaluation, figures, callbacks, logger (the TensorBoard logger)
-  entry    cli, stages, checkpoints (rebuilding objects from a file), predict, inference, viz, sweep, scrape, __main__
+  entry    cli, stages, checkpoints (rebuilding objects from a file), predict, inference, export, serve, viz, sweep,
+           scrape, __main__
 A function-level import of our own modules is allowed only where the line carries a ``# deferred:`` comment
 saying why (a heavy optional dependency, e.g. matplotlib or timm, kept out of start-up).
 """
@@ -28,7 +30,7 @@ PACKAGE = "cifar_pl"
 # the first component after ``cifar_pl.`` (or the module itself) -> layer
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["errors", "checks", "devices", "images", "files", "safe_yaml", "renames", "runs", "weights_io"], 0
+        ["errors", "checks", "devices", "images", "prediction", "files", "safe_yaml", "renames", "runs", "weights_io"], 0
     ),
     **dict.fromkeys(["models", "data", "lit", "evaluation", "figures", "callbacks", "logger"], 1),
     **dict.fromkeys(
@@ -38,6 +40,8 @@ LAYERS: dict[str, int] = {
             "checkpoints",
             "predict",
             "inference",
+            "export",
+            "serve",
             "viz",
             "sweep",
             "sweep_runs",
