@@ -102,7 +102,7 @@ def _json(data: dict[str, Any]) -> str:
 def scalars_csv(scalars: dict[str, list[tuple[int, float]]]) -> str:
     """Epoch-level scalars as CSV: ``epoch`` (from 1) and one column per tag, empty where a tag has no value."""
     tags = sorted(t for t in scalars if not _SKIP_TAG.search(t))
-    trained = [e for e, _ in scalars.get("train/loss", [])]
+    trained = sorted({e for t in tags if t.startswith("train/") for e, _ in scalars[t]})
     by_epoch: dict[int, dict[str, float]] = {}
     for tag in tags:
         for epoch, value in scalars[tag]:
@@ -453,6 +453,30 @@ def verdict_table(page_rows: list[dict[str, Any]]) -> str:
             f"**{r['verdict']}**{was}: {r['why']} |"
         )
     return "\n".join(lines)
+
+
+def experiment_files() -> list[str]:
+    """Every experiment file of the catalogue's scope: configs/writeups/ (configs and sweeps) and configs/transfer/."""
+    base = ROOT / "configs"
+    files = [*sorted((base / "writeups").rglob("*.yaml")), *sorted((base / "transfer").glob("*.yaml"))]
+    return [f.relative_to(ROOT).as_posix() for f in files]
+
+
+def covered_files(page_rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Which experiment files each row covers: its sweeps' files and their base configs, and its ``files:``."""
+    from .sweep_runs import load_sweep
+
+    by_sweep = {}
+    for entry in yaml.safe_load(CATALOGUE.read_text()):
+        spec = load_sweep(ROOT / entry["sweep"])
+        by_sweep[spec["sweep"]] = [entry["sweep"], *spec["configs"]]
+    out: dict[str, list[str]] = {}
+    for r in page_rows:
+        sweeps = r["sweeps"] if isinstance(r["sweeps"], list) else [r["sweeps"]]
+        files = [f for s in sweeps for f in by_sweep.get(s, [])] + list(r.get("files") or [])
+        for f in files:
+            out.setdefault(f, []).append(str(r["id"]))
+    return out
 
 
 def verdict_counts(page_rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

@@ -15,7 +15,9 @@ from cifar_pl import results as R
 
 from .helpers import REPO
 
-NUMBER = re.compile(r"(?<![\w.])(?:0\.\d{3,}|\d+\.\d+\s?%)")  # 0.585, 68.67 %: figures a run measures (settings such as LR 0.02 have fewer digits)
+NUMBER = re.compile(
+    r"(?<![\w.])(?:0\.\d{3,}|\d+\.\d+\s?%)"
+)  # 0.585, 68.67 %: figures a run measures (settings such as LR 0.02 have fewer digits)
 
 
 def test_the_page_is_what_the_records_give():
@@ -23,19 +25,18 @@ def test_the_page_is_what_the_records_give():
 
 
 def test_a_number_edited_by_hand_on_the_page_fails_the_check(tmp_path, monkeypatch, capsys):
-    text = R.PAGE.read_text()
-    m = re.search(r"\b0\.(\d{3})\b", text.split("<!-- verdicts", 1)[-1])
-    assert m, "the page shows no measured number"
-    first = text.index(m.group(0), text.index("<!-- verdicts") if "<!-- verdicts" in text else 0)
-    digit = m.group(1)[-1]
-    edited = text[: first + len(m.group(0)) - 1] + str((int(digit) + 1) % 10) + text[first + len(m.group(0)) :]
+    text = R.render()
     page = tmp_path / "results.md"
-    page.write_text(edited)
+    page.write_text(text)
     monkeypatch.setattr(R, "PAGE", page)
+    assert R.page(check=True) == 0
+    start = text.index("## Verdicts")
+    m = re.compile(r"\b0\.(\d{3})\b").search(text, start)
+    assert m, "the page shows no measured number"
+    last = m.end() - 1  # one digit of one figure, changed by hand
+    page.write_text(text[:last] + str((int(text[last]) + 1) % 10) + text[last + 1 :])
     assert R.page(check=True) == 1
     assert "is not what results/ gives" in capsys.readouterr().out
-    page.write_text(text)
-    assert R.page(check=True) == 0
 
 
 def test_a_changed_record_fails_the_check(tmp_path, monkeypatch):
@@ -146,3 +147,11 @@ def test_group_names_drop_the_seed():
     assert R.group_of("cifar_frozen_s1") == "cifar_frozen"
     assert R.group_of("plain") == "plain"
     assert Path(R.PAGE_SOURCE).is_file()
+
+
+def test_every_experiment_file_has_a_result_row():
+    """Each config and sweep of configs/writeups/ and configs/transfer/ is covered by a row of the page (through a
+    row's sweeps and their base configs, or its ``files:``), if only by one saying why it was not run."""
+    covered = R.covered_files(R.rows(R.PAGE.read_text()))
+    missing = [f for f in R.experiment_files() if f not in covered]
+    assert not missing, f"experiment files with no result row: {missing}"
