@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -61,33 +61,36 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def open_image(
-    path: str | Path, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
+    path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
 ) -> Image.Image:
-    """``path`` decoded as 8-bit RGB. ``draft``: the smallest (w, h) the caller will resize to, so a JPEG can
-    be decoded at 1/2..1/8 scale. Raises ``BadFile`` for an image over ``max_pixels`` and Pillow's own
-    ``OSError``/``ValueError`` for a file that is no readable image."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"image '{path}' does not exist")
+    """``path`` (a file name, or an open binary file such as an upload's bytes) decoded as 8-bit RGB. ``draft``:
+    the smallest (w, h) the caller will resize to, so a JPEG can be decoded at 1/2..1/8 scale. Raises
+    ``BadFile`` for an image over ``max_pixels`` and Pillow's own ``OSError``/``ValueError`` for a file that is
+    no readable image."""
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFile(f"image '{path}' does not exist")
+    shown = f"'{path}'" if isinstance(path, Path) else "the image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides below
             im = Image.open(path)
     except Image.DecompressionBombError:
         raise BadFile(
-            f"'{path}' is larger than Pillow will open (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
+            f"{shown} is larger than Pillow will open (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP); "
             f"refused as a possible decompression bomb"
         ) from None
     with im:
         w, h = im.size
         if w * h > max_pixels:
             raise BadFile(
-                f"'{path}' is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:.0f} MP "
+                f"{shown} is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:.0f} MP "
                 f"(max_pixels); refused as a possible decompression bomb. Shrink the image, or raise max_pixels "
                 f"if you trust it"
             )
         if w < 1 or h < 1:
-            raise BadFile(f"'{path}' has no pixels ({w}x{h})")
+            raise BadFile(f"{shown} has no pixels ({w}x{h})")
         if draft is not None:
             im.draft("RGB", draft)  # JPEG only; a no-op for other formats
         return to_rgb(im)

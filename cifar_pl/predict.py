@@ -2,6 +2,10 @@
 
     python -m cifar_pl.predict --ckpt lightning_logs/transfer/flowers/scratch/best.ckpt photos/ more.jpg \\
         --out predictions.csv --top-k 3
+    python -m cifar_pl.predict --engine onnx --ckpt lightning_logs/transfer/flowers/scratch/best.onnx photos/
+
+``--engine onnx`` runs a file written by ``python -m cifar_pl export`` with ONNX Runtime, Pillow and numpy only
+(torch and Lightning are not imported); the resizing rules and the table are the same.
 
 Folders are searched recursively. Each image is resized to the training size by default (``--size train``: the
 scale the net learnt); ``--size auto`` lets a net with global average pooling take each image at its own size
@@ -21,11 +25,9 @@ import sys
 from pathlib import Path
 
 from .checks import check_number
-from .devices import parse_device
 from .errors import BadValue, run_main
 from .files import check_writable_folder, csv_cell, write_text_atomic
 from .images import image_files
-from .inference import Predictor
 from .prediction import MAX_SIDE
 
 MAX_SIDE_LIMIT = 4096  # a 4096 x 4096 photo is 50 MB as uint8 and several GB through a net
@@ -50,6 +52,26 @@ def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
     write_text_atomic(out, text.getvalue())
 
 
+def load_predictor(engine: str, path: str, device: str = "cpu", threads: int | None = None):
+    """The predictor of ``engine``: ``torch`` reads a checkpoint (``cifar_pl.inference``), ``onnx`` an exported
+    file (``cifar_pl.serve.engine``); both give ``classes`` and ``predict_files``."""
+    if engine == "onnx":
+        from .serve.engine import OnnxPredictor  # deferred: onnxruntime is an optional extra
+
+        if Path(path).suffix in (".ckpt", ".pt", ".pth"):
+            raise BadValue(f"--engine onnx runs an exported .onnx file, not {path}; write one with "
+                           f"python -m cifar_pl export --ckpt_path {path}")  # fmt: skip
+        return OnnxPredictor(path, threads)
+    import torch  # deferred: the onnx engine runs without torch
+
+    from .devices import parse_device  # deferred: it imports torch
+    from .inference import Predictor  # deferred: torch and Lightning load for the torch engine only
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return Predictor.from_checkpoint(path, parse_device(device))
+
+
 def predict(argv: list[str] | None = None) -> list[dict]:
     """Parse ``argv``, predict, write the table; returns the rows (raises for bad options)."""
     parser = argparse.ArgumentParser(prog="python -m cifar_pl.predict", description=__doc__.split("\n\n")[0])
@@ -64,9 +86,16 @@ def predict(argv: list[str] | None = None) -> list[dict]:
                              "its own size; native: never resize")  # fmt: skip
     parser.add_argument("--max-side", type=int, default=MAX_SIDE,
                         help=f"own-size prediction: scale larger images down to this long side (default {MAX_SIDE})")  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu; torch engine)")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="torch: a checkpoint, with the training stack (default); onnx: a file written by "
+                             "python -m cifar_pl export, with ONNX Runtime, Pillow and numpy only")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the net (default: the library's own, one per core)")  # fmt: skip
     args = parser.parse_args(argv)
     check_number("--top-k", args.top_k, 1, integer=True)
+    if args.threads is not None:
+        check_number("--threads", args.threads, 1, 1024, integer=True)
     check_number("--max-side", args.max_side, 8, MAX_SIDE_LIMIT, integer=True,
                  hint="larger photos are scaled down to it; memory grows with its square")  # fmt: skip
     if Path(args.out).suffix not in (".csv", ".json"):
@@ -76,11 +105,14 @@ def predict(argv: list[str] | None = None) -> list[dict]:
             f"--out {args.out} is a folder; name the table file (e.g. {Path(args.out) / 'predictions.csv'})"
         )
     check_writable_folder(Path(args.out).parent, "--out")  # before the work, not after it
-    device = parse_device(args.device)
+    if args.engine == "onnx" and args.device != "cpu":
+        raise BadValue(
+            f"--device {args.device}: the onnx engine runs on the CPU; drop --device or use --engine torch"
+        )
     files = image_files(args.inputs)
     if not files:
         raise BadValue(f"no files found in {args.inputs}")
-    predictor = Predictor.from_checkpoint(args.ckpt, device)
+    predictor = load_predictor(args.engine, args.ckpt, args.device, args.threads)
     rows = predictor.predict_files(files, args.top_k, args.size, args.max_side)
     write_rows(rows, Path(args.out), min(args.top_k, len(predictor.classes)))
     for row in rows:

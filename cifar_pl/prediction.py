@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
+from PIL import Image
 
 from .errors import BadFile, UserError
 from .images import READ_ERRORS, ResizeMode, as_array, bound_sides, open_image, resize_square
@@ -52,15 +53,23 @@ class InputRules:
         return self.fixed_size or self.train_size
 
     def load(
-        self, path: str | Path, mode: SizeMode = "train", max_side: int = MAX_SIDE
+        self, path: str | Path | BinaryIO, mode: SizeMode = "train", max_side: int = MAX_SIDE
     ) -> tuple[np.ndarray, str]:
-        """An image file as H x W x 3 uint8, ready for this net, and a note of what was done to its size.
-        At its own size, the long side is held at ``max_side`` and the short side raised to the training size."""
+        """An image file (or an open binary file) as H x W x 3 uint8, ready for this net, and a note of what was
+        done to its size (``fit``)."""
+        size = self.side(mode)
+        return self.fit(
+            open_image(path, draft=(size, size) if size else (max_side, max_side)), mode, max_side
+        )
+
+    def fit(
+        self, im: Image.Image, mode: SizeMode = "train", max_side: int = MAX_SIDE
+    ) -> tuple[np.ndarray, str]:
+        """An RGB image brought to what this net takes under ``mode``, as H x W x 3 uint8, with a note. At its own
+        size, the long side is held at ``max_side`` and the short side raised to the training size."""
         size = self.side(mode)
         if size is not None:
-            im = resize_square(open_image(path, draft=(size, size)), size, self.resize)
-            return as_array(im), f"resized to {size}x{size}"
-        im = open_image(path, draft=(max_side, max_side))
+            return as_array(resize_square(im, size, self.resize)), f"resized to {size}x{size}"
         im, note = bound_sides(im, max_side=max_side, min_side=self.train_size)
         note = note or f"own size {im.size[0]}x{im.size[1]}"
         side = max(im.size)  # as the net sees it
