@@ -15,7 +15,9 @@ The page's source is ``results/page.md``: prose, with directives that the record
 
 * ``{{value SWEEP/GROUP METRIC [HOW]}}``: the group's value of METRIC as ``mean ± std (n = k)`` (one run: the
   value and ``n = 1``), HOW being ``last`` (the last epoch's, the default), ``first``, ``best`` (highest),
-  ``min``, ``epoch=E`` (at epoch E, counted from 1), or ``argmin``/``argmax`` (the epoch of the lowest/highest);
+  ``min``, ``epoch=E`` (at epoch E, counted from 1), ``argmin``/``argmax`` (the epoch of the lowest/highest) or
+  ``reach=X`` (the first epoch at which the value is at least X; ``each`` says ``never`` where it is not) or
+  ``tail=K`` (the mean of the last K epochs);
 * ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated;
 * ``{{diff SWEEP/GROUP METRIC_A METRIC_B [HOW]}}``: METRIC_A - METRIC_B per run, as mean ± std (n = k);
 * ``{{table SWEEP [SWEEP ...] | METRIC [METRIC ...]}}``: one row per group of those sweeps, mean ± std per metric;
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import re
 import sys
 from pathlib import Path
@@ -213,13 +216,23 @@ def _pick(curve: list[tuple[int, float]], how: str) -> float:
         return float(pick(curve, key=lambda ev: ev[1])[0])
     if how == "first":
         return curve[0][1]
+    if how.startswith("tail="):  # the mean of the last K epochs (a noisy per-epoch curve)
+        k = int(how.split("=", 1)[1])
+        return sum(v for _, v in curve[-k:]) / len(curve[-k:])
+    if how.startswith(
+        "reach="
+    ):  # the first epoch (from 1) at which the value reaches the threshold, else nan
+        level = float(how.split("=", 1)[1])
+        return float(next((e for e, v in curve if v >= level), math.nan))
     if how.startswith("epoch="):
         at = int(how.split("=", 1)[1])
         for epoch, v in curve:
             if epoch == at:
                 return v
         raise BadValue(f"no value at epoch {at} (the curve has epochs {curve[0][0]}..{curve[-1][0]})")
-    raise BadValue(f"{how!r}: a value is last (default), first, best, min, argmin, argmax or epoch=E")
+    raise BadValue(
+        f"{how!r}: a value is last (default), first, best, min, argmin, argmax, reach=X, tail=K or epoch=E"
+    )
 
 
 def each(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> list[float]:
@@ -289,8 +302,8 @@ def _each(args: str) -> str:
     if len(parts) not in (2, 3):
         raise BadValue(f"{{{{each{args}}}}}: give SWEEP/GROUP METRIC [HOW]")
     how = parts[2] if len(parts) == 3 else "last"
-    digits = 0 if how.startswith("arg") else 3
-    return ", ".join(f"{v:.{digits}f}" for v in each(parts[0], parts[1], how))
+    digits = 0 if how.startswith(("arg", "reach")) else 3
+    return ", ".join("never" if math.isnan(v) else f"{v:.{digits}f}" for v in each(parts[0], parts[1], how))
 
 
 def _diff(args: str) -> str:
