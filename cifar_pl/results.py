@@ -105,14 +105,13 @@ def _json(data: dict[str, Any]) -> str:
 def scalars_csv(scalars: dict[str, list[tuple[int, float]]]) -> str:
     """Epoch-level scalars as CSV: ``epoch`` (from 1) and one column per tag, empty where a tag has no value."""
     tags = sorted(t for t in scalars if not _SKIP_TAG.search(t))
-    trained = sorted({e for t in tags if t.startswith("train/") for e, _ in scalars[t]})
     by_epoch: dict[int, dict[str, float]] = {}
     for tag in tags:
         for epoch, value in scalars[tag]:
-            if tag.startswith(("test/", "test_on_val/")) and trained:
-                epoch = min(
-                    epoch, trained[-1]
-                )  # the test after fit, logged one epoch past the last one trained
+            if tag.startswith(("test/", "test_on_val/")):
+                # a test after fit is logged at Lightning's epoch counter, the number of epochs trained: it belongs
+                # to the last of them (a staged run's first test to the first stage's last epoch)
+                epoch = max(epoch - 1, 0)
             by_epoch.setdefault(epoch, {})[tag] = value
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
