@@ -140,7 +140,8 @@ def test_every_model_option_says_whether_an_exact_resume_may_change_it():
     from cifar_pl.renames import MODEL_KEYS
     from cifar_pl.stages import differences
 
-    top = set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
+    params = inspect.signature(ImageClassifier.__init__).parameters
+    top = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD} - {"self"}  # **old_keys: renames
     assert top == TOP_LEVEL_TRAINING | TOP_LEVEL_LINKED | {g.KEY for g in GROUPS}
     for group in GROUPS:
         names = {f.name for f in dataclasses.fields(group)}
@@ -167,6 +168,43 @@ def test_a_checkpoint_with_flat_option_keys_builds_the_same_model(tmp_path):
     assert model.optim.name == "adam" and model.optim.lr == 0.003 and model.evaluation.tta == "flip"
     assert model.average.decay == 0.9 and model.ema is not None
     assert model.init.weights is None and model.runtime.compile is False  # switched off by the reader
+
+
+def test_old_flat_keyword_arguments_build_the_same_model(caplog):
+    """A notebook of before the grouping (``ImageClassifier(lr=0.1, ...)``) builds the model the grouped options
+    build, with a note naming the new keys; a name that never was an argument stays a TypeError."""
+    import logging
+
+    from cifar_pl.lit import ImageClassifier
+    from cifar_pl.lit.options import Average, Optim, Schedule
+
+    with caplog.at_level(logging.WARNING, logger="cifar_pl"):
+        old = ImageClassifier(net="model_g", num_classes=3, optimizer="adam", lr=0.1, weight_decay=1e-4,
+                              scheduler="cosine", warmup_epochs=2, ema_decay=0.9, tta="flip")  # fmt: skip
+    new = ImageClassifier(
+        net="model_g", num_classes=3, optim=Optim(name="adam", lr=0.1, weight_decay=1e-4),
+        schedule=Schedule(name="cosine", warmup_epochs=2), average=Average(decay=0.9), evaluation={"tta": "flip"},
+    )  # fmt: skip
+    assert dict(old.hparams) == dict(new.hparams)
+    assert old.optim.lr == 0.1 and old.average.decay == 0.9 and old.ema is not None
+    assert "lr -> optim.lr" in caplog.text
+    # a group given as well wins over the old key, and is said
+    both = ImageClassifier(net="model_g", num_classes=3, lr=0.5, optim=Optim(lr=0.2, momentum=0.8))
+    assert both.optim.lr == 0.2 and both.optim.momentum == 0.8
+    with pytest.raises(TypeError, match="unexpected keyword argument.*learning_rate"):
+        ImageClassifier(net="model_g", learning_rate=0.1)
+
+
+def test_the_changelog_lists_every_rename():
+    """CHANGELOG.md tells users every old -> new name of the rename tables."""
+    from pathlib import Path
+
+    from cifar_pl.renames import CLASS_PATHS, MODEL_KEYS
+
+    text = (Path(__file__).parents[1] / "CHANGELOG.md").read_text()
+    pairs = [(f"model.{o}", f"model.{n}") for o, n in MODEL_KEYS.items()] + list(CLASS_PATHS.items())
+    missing = [f"{o} -> {n}" for o, n in pairs if f"| `{o}` | `{n}` |" not in text]
+    assert not missing, f"CHANGELOG.md lacks {missing}"
 
 
 def test_one_image_size_a_flatten_head_is_built_for_the_datas_size(photo_root, tmp_path):

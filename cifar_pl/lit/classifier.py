@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..checks import check_class_names, check_number
 from ..errors import BadValue, TrainingDiverged
+from ..renames import MODEL_KEYS, model_args
 from ..models import create_model, get_cfg, init_weights, load_weights, norm_parameters, split_parameters
 from .average import WeightAverage
 from .optim import KerasRMSprop
@@ -25,6 +26,24 @@ from .tta import tta_logits
 
 STAGES = ("train", "val", "test")
 KERAS_RMSPROP_EPS = 1e-7  # Keras' epsilon (torch's RMSprop default is 1e-8)
+
+
+def _regrouped(old_keys: dict[str, Any], **groups: Any) -> tuple[Any, ...]:
+    """The groups of ImageClassifier with its flat keyword arguments of before 2026-12 (``lr=0.1``) moved in
+    (``cifar_pl.renames.MODEL_KEYS``); a group's own value wins over an old key. A name that never was an
+    argument is a TypeError, as Python says it."""
+    unknown = sorted(set(old_keys) - set(MODEL_KEYS))
+    if unknown:
+        raise TypeError(f"ImageClassifier.__init__() got unexpected keyword argument(s) {', '.join(unknown)}")
+    by_key = {g.KEY: g for g in GROUPS}
+    given = {}
+    for key, value in groups.items():
+        if isinstance(value, by_key[key]):  # only what differs from the defaults, so that an old key can fill it
+            default = by_key[key]().plain()
+            value = {k: v for k, v in value.plain().items() if v != default[k]}
+        given[key] = value
+    merged = model_args({**given, **old_keys}, where="ImageClassifier")
+    return tuple(merged[key] for key in groups)
 
 
 class ImageClassifier(pl.LightningModule):
@@ -47,8 +66,9 @@ class ImageClassifier(pl.LightningModule):
         init: where the weights start (``Init``: ``model.init.scheme``, ``.weights``, ``.strict``).
 
     Each group checks its own values and declares which of them an exact resume may change
-    (``cifar_pl.lit.options``). Checkpoints and configs written with the earlier flat keys (``model.lr``, ...)
-    still work: ``cifar_pl.renames`` maps them and says the new key.
+    (``cifar_pl.lit.options``). Checkpoints, configs and keyword arguments written with the earlier flat keys
+    (``model.lr``, ``ImageClassifier(lr=0.1)``, ...) still work: ``cifar_pl.renames`` maps them and says the new
+    key (CHANGELOG.md lists them).
     """
 
     def __init__(
@@ -65,8 +85,15 @@ class ImageClassifier(pl.LightningModule):
         evaluation: Evaluation = Evaluation(),  # noqa: B008
         runtime: Runtime = Runtime(),  # noqa: B008
         init: Init = Init(),  # noqa: B008
+        **old_keys: Any,
     ):
         super().__init__()
+        if old_keys:  # ImageClassifier(lr=0.1) of before the grouping: read into the groups, said once
+            optim, schedule, average, evaluation, runtime, init = _regrouped(
+                old_keys, optim=optim, schedule=schedule, average=average, evaluation=evaluation,
+                runtime=runtime, init=init,
+            )  # fmt: skip
+            old_keys = {}  # noqa: F841  (emptied: save_hyperparameters would record them as they came)
         self.save_hyperparameters()
         self.optim, self.schedule, self.average = Optim.of(optim), Schedule.of(schedule), Average.of(average)
         self.evaluation, self.runtime, self.init = (
