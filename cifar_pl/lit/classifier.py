@@ -16,8 +16,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..checks import check_class_names, check_number
 from ..errors import BadValue, TrainingDiverged
-from ..renames import MODEL_KEYS, model_args
 from ..models import create_model, get_cfg, init_weights, load_weights, norm_parameters, split_parameters
+from ..renames import MODEL_KEYS, model_args
 from .average import WeightAverage
 from .optim import KerasRMSprop
 from .options import GROUPS, Average, Evaluation, Init, Optim, Runtime, Schedule
