@@ -38,7 +38,8 @@ def _regrouped(old_keys: dict[str, Any], **groups: Any) -> tuple[Any, ...]:
     by_key = {g.KEY: g for g in GROUPS}
     given = {}
     for key, value in groups.items():
-        if isinstance(value, by_key[key]):  # only what differs from the defaults, so that an old key can fill it
+        # only what differs from the defaults, so that an old key can fill the rest
+        if isinstance(value, by_key[key]):
             default = by_key[key]().plain()
             value = {k: v for k, v in value.plain().items() if v != default[k]}
         given[key] = value
