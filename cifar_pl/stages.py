@@ -29,7 +29,7 @@ from .renames import renamed
 # Values that can differ between a run and its exact resume: they say where things are and how the run is
 # watched, not what is trained.
 RESUME_NEUTRAL = (
-    "ckpt_path", "config", "experiment", "test_after_fit", "stage_counters", "new_data", "seed_everything",
+    "ckpt_path", "config", "experiment", "test_after_fit", "stage_counters", "new_data", "seed_everything", "ddp_timeout",
     "trainer.max_epochs", "trainer.max_time", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.logger", "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
