@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import warnings
 from argparse import ArgumentError
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +39,7 @@ from .checkpoints import AtomicCheckpointIO, Checkpoint, checkpoint_counters, re
 from .data import list_datamodules
 from .data.identity import IDENTITY_KEY
 from .data.identity import differences as data_differences
-from .errors import BadValue
+from .errors import BadValue, error_in
 from .files import check_writable_folder
 from .lit import ImageClassifier
 from .logger import ExperimentLogger, experiment_columns
@@ -55,6 +58,9 @@ from .runs import (
     write_stage,
 )
 from .stages import Continuation, plan_continuation
+
+#: seconds the processes of one run wait for each other (torch's own default is 30 minutes of silence)
+DDP_TIMEOUT_S = 300.0
 
 # Configs and values given as YAML are read with a bound on alias expansion (cifar_pl.safe_yaml), and with old
 # names replaced by new ones (cifar_pl.renames).
@@ -155,6 +161,7 @@ class CifarCLI(LightningCLI):
         self._checkpoint: Checkpoint | None = None
         self._config_view: dict[str, Any] = {}
         self._run_dir: Path | None = None
+        self._ddp_timeout = DDP_TIMEOUT_S
         self._stop: GracefulStop | None = None
         self._held: ExitStack | None = None
         super().__init__(*args, **kwargs)
@@ -169,6 +176,9 @@ class CifarCLI(LightningCLI):
         parser.add_argument("--new_data", type=bool, default=False,
                             help="fit --ckpt_path onto data other than the checkpoint's (another collection, photos "
                                  "added or removed, another split): a new stage, explicitly")  # fmt: skip
+        parser.add_argument("--ddp_timeout", type=float, default=DDP_TIMEOUT_S,
+                            help="seconds the processes of a run across processes or nodes (DDP) wait for each "
+                                 "other before one line names who is missing and the run exits 2")  # fmt: skip
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
@@ -225,6 +235,10 @@ class CifarCLI(LightningCLI):
         sub = self.subcommand
         cfg = self.config[sub] if sub else self.config
         check_name(cfg.experiment)
+        timeout = cfg.get("ddp_timeout", DDP_TIMEOUT_S)
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < 7 * 24 * 3600):
+            raise BadValue(f"--ddp_timeout {timeout} is not a number of seconds in (0, one week); the default is "
+                           f"{DDP_TIMEOUT_S:g}")  # fmt: skip
         for key in ("checkpoint", "last_checkpoint"):
             if cfg.get(key) is not None and cfg[key].get("dirpath") is not None:
                 raise BadValue(
@@ -446,6 +460,8 @@ class CifarCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = self._instantiate_trainer(config, extra)
+        self._ddp_timeout = float(self._get(self.config, "ddp_timeout", default=None) or DDP_TIMEOUT_S)
+        _short_rendezvous(trainer.strategy, self._ddp_timeout)
         if config.get("sync_batchnorm") and type(trainer.accelerator).__name__ == "CPUAccelerator":
             raise BadValue(
                 "trainer.sync_batchnorm works on GPUs only (torch's SyncBatchNorm); drop it on the CPU, where each "
@@ -507,6 +523,12 @@ class CifarCLI(LightningCLI):
             self._release()
             raise
         except BaseException as e:
+            missing = rendezvous_error(e, self.trainer, self._ddp_timeout)
+            # nothing ran: the run folder made for it goes, the next run takes its number
+            if missing is not None:
+                self._forget_run_dir()
+                self._release()
+                raise missing from None
             self._record(
                 status="failed", error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             )
@@ -574,14 +596,24 @@ class CifarCLI(LightningCLI):
         return {**kwargs, "weights_only": True}  # before_instantiate_classes refused any other value
 
     def validate(self, model, datamodule=None, ckpt_path=None, **kwargs):
-        return self.trainer.validate(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
-        )
+        with _rendezvous_said(self.trainer, self._ddp_timeout):
+            return self.trainer.validate(
+                model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
+            )
 
     def test(self, model, datamodule=None, ckpt_path=None, **kwargs):
-        return self.trainer.test(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
-        )
+        with _rendezvous_said(self.trainer, self._ddp_timeout):
+            return self.trainer.test(
+                model, datamodule=datamodule, ckpt_path=ckpt_path, **self._tensors_only(kwargs)
+            )
+
+    def _forget_run_dir(self) -> None:
+        """Remove the run folder of a run that never started (its record only, written before the rendezvous)."""
+        run_dir, self._run_dir = self._run_dir, None
+        if run_dir is not None and run_dir.is_dir():
+            left = [p for p in run_dir.rglob("*") if p.is_file() and p.name != "run.json"]
+            if not left:
+                shutil.rmtree(run_dir, ignore_errors=True)
 
     def predict(self, model, datamodule=None, ckpt_path=None, **kwargs):
         return self.trainer.predict(
@@ -631,6 +663,70 @@ class CifarCLI(LightningCLI):
             raise
         self._record(status="complete", tested=True, test=results[0] if results else {},
                      best_checkpoint=best or None)  # fmt: skip
+
+
+def _short_rendezvous(strategy: Any, seconds: float) -> None:
+    """The processes of a DDP run wait ``seconds`` for each other in init_process_group (torch: 30 silent
+    minutes); the collectives after it keep the strategy's own timeout (a download on one process while the others
+    wait at a barrier may take longer). A strategy that is pickled into spawned processes keeps torch's wait."""
+    collective = getattr(strategy, "_timeout", None)
+    setup = getattr(strategy, "setup_distributed", None)
+    if not isinstance(collective, timedelta) or setup is None:
+        return  # one process, or a strategy of another kind
+    if getattr(getattr(strategy, "launcher", None), "_start_method", None) == "spawn":
+        return
+
+    def setup_distributed() -> None:
+        strategy._timeout = timedelta(seconds=seconds)
+        try:
+            setup()
+        finally:
+            strategy._timeout = collective
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.set_timeout(collective)
+
+    strategy.setup_distributed = setup_distributed
+
+
+def rendezvous_error(exc: BaseException, trainer: Any, seconds: float) -> BadValue | None:
+    """The one line for a process group whose processes did not all arrive within ``--ddp_timeout`` (torch raises
+    a DistStoreError on the process that waits at MASTER_ADDR:MASTER_PORT, a DistNetworkError on one that finds
+    nobody there); None for any other error."""
+    err = error_in(exc, torch.distributed.DistError)
+    text = str(err or "")
+    if err is None or not re.search(r"timed out", text, re.IGNORECASE):
+        return None
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    where = f"{getattr(env, 'main_address', '?')}:{getattr(env, 'main_port', '?')}"
+    nodes, devices, node = trainer.num_nodes, trainer.num_devices, trainer.node_rank
+    waited = f"{seconds:g} s"
+    joined = re.search(r"(\d+)/(\d+) clients joined", text)
+    world = nodes * devices
+    if joined is None:  # this process found nobody to join at the address
+        return BadValue(
+            f"node rank {node} found no node rank 0 at {where} within {waited} (MASTER_ADDR:MASTER_PORT): start "
+            f"node rank 0 there, check the address and port, or wait longer with --ddp_timeout SECONDS"
+        )
+    came = int(joined.group(1))
+    others = [str(r) for r in range(nodes) if r != node]
+    who = (f"node rank {others[0]}" if len(others) == 1 else
+           f"{world - came} process(es) of node ranks {', '.join(others)}")  # fmt: skip
+    return BadValue(
+        f"{who} did not join within {waited}: node rank {node} waited at {where} for {world} processes "
+        f"({nodes} node ranks x {devices} device(s)) and {came} arrived; start every node rank with the same "
+        f"MASTER_ADDR, MASTER_PORT and trainer.num_nodes, or wait longer with --ddp_timeout SECONDS"
+    )
+
+
+@contextmanager
+def _rendezvous_said(trainer: Any, seconds: float) -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        missing = rendezvous_error(e, trainer, seconds)
+        if missing is None:
+            raise
+        raise missing from None
 
 
 def _check_unique_states(callbacks: list) -> None:

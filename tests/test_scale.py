@@ -483,3 +483,57 @@ def test_a_sigterm_to_one_node_rank_during_validation_stops_both_after_the_next_
     assert record["status"] == "interrupted" and record["stopped_step"] == 2 * steps_per_epoch + 1
     last = torch.load(tmp_path / "lightning_logs/nodes/version_0/checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 2 * steps_per_epoch + 1
+
+
+@pytest.mark.slow  # a training process of its own, waiting out its timeout
+def test_a_node_rank_that_never_starts_is_named_in_one_line_after_the_timeout(tmp_path, cifar10_root):
+    """Node rank 0 of two, started alone as docs/scale.md starts it (MASTER_ADDR, MASTER_PORT, NODE_RANK): after
+    --ddp_timeout it says which node rank did not come and where it waited, exits 2, and leaves no run folder,
+    record or checkpoint behind (torch's own wait is 30 silent minutes)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "cifar_pl", "fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.net",
+           "base_cnn", "--data.data_dir", str(cifar10_root), "--trainer.enable_progress_bar", "false",
+           "--trainer.accelerator", "cpu", "--trainer.num_nodes", "2", "--trainer.devices", "1",
+           "--trainer.strategy", "ddp", "--experiment", "half", "--ddp_timeout", "15"]  # fmt: skip
+    env = {**child_env(), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "NODE_RANK": "0"}  # fmt: skip
+    start = time.monotonic()
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    took = time.monotonic() - start
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    print(f"node rank 0 alone, --ddp_timeout 15: exit {out.returncode} after {took:.1f} s: {errors}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "node rank 1 did not join within 15 s" in errors[0] and f"127.0.0.1:{port}" in errors[0]
+    assert 15 <= took < 120
+    assert not list((tmp_path / "lightning_logs").rglob("*.json"))
+    assert not list((tmp_path / "lightning_logs").rglob("*.ckpt"))
+    assert not list((tmp_path / "lightning_logs").rglob("*.tmp*"))
+
+
+def test_the_ddp_timeout_is_checked_where_it_enters(tmp_path, monkeypatch, capsys, cifar10_root):
+    from cifar_pl.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.data_dir", str(cifar10_root)]
+    assert main([*args, "--ddp_timeout", "0"]) == 2
+    assert "--ddp_timeout 0.0 is not a number of seconds" in capsys.readouterr().err
+
+
+def test_the_short_wait_is_the_rendezvous_only():
+    """--ddp_timeout bounds init_process_group; the strategy's own (longer) timeout is back for the collectives."""
+    from datetime import timedelta
+
+    from cifar_pl.cli import _short_rendezvous
+
+    class Strategy:
+        _timeout = timedelta(minutes=30)
+        seen = None
+
+        def setup_distributed(self):
+            self.seen = self._timeout
+
+    strategy = Strategy()
+    _short_rendezvous(strategy, 12.0)
+    strategy.setup_distributed()
+    assert strategy.seen == timedelta(seconds=12) and strategy._timeout == timedelta(minutes=30)
