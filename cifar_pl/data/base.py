@@ -190,8 +190,22 @@ class InMemoryImageDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = self._load_fit()
             self.train_set.transform = self._per_image  # validation data is never augmented
             self._mixing = self.augmentation.mixing(self.num_classes)
+        if stage in (None, "fit"):
+            self._check_steps()
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._load_test()
+
+    def _check_steps(self) -> None:
+        """drop_last with a batch larger than a process's share of the training split leaves no step: the run
+        would train nothing, record itself complete and test the untrained net."""
+        processes = max(int(getattr(self.trainer, "world_size", 1) or 1), 1)
+        rows = len(self.train_set) // processes
+        if self.drop_last and rows < self.batch_size:
+            raise BadValue(
+                f"data.drop_last true with data.batch_size {self.batch_size} leaves no training step: the training "
+                f"split has {rows} images{' per process' if processes > 1 else ''}; lower data.batch_size to at "
+                f"most {rows} or set data.drop_last false"
+            )
 
     @property
     def mean(self) -> tuple[float, ...]:

@@ -5,6 +5,7 @@ expect, and which of its arguments fetch weights, so a checkpoint can be rebuilt
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,4 +83,14 @@ def get_cfg(name: str, net_kwargs: Mapping[str, Any] | None = None) -> NetCfg:
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build the registered net ``name`` with a classifier for ``num_classes`` classes."""
     _check_name(name)
-    return _MODELS[name](num_classes=num_classes, **kwargs)
+    try:
+        return _MODELS[name](num_classes=num_classes, **kwargs)
+    except TypeError as e:  # a key of model.net_kwargs the net does not take: the user's, named in one line
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown is None or unknown.group(1) not in kwargs:
+            raise
+        fn = _MODELS[name]
+        raise BadValue(
+            f"net {name} takes no argument {unknown.group(1)!r} (model.net_kwargs); drop it, or see what "
+            f"{fn.__module__}.{fn.__name__} takes"
+        ) from None
