@@ -462,6 +462,7 @@ class CifarCLI(LightningCLI):
         trainer = self._instantiate_trainer(config, extra)
         self._ddp_timeout = float(self._get(self.config, "ddp_timeout", default=None) or DDP_TIMEOUT_S)
         _short_rendezvous(trainer.strategy, self._ddp_timeout)
+        _check_rendezvous_env(trainer)
         if config.get("sync_batchnorm") and type(trainer.accelerator).__name__ == "CPUAccelerator":
             raise BadValue(
                 "trainer.sync_batchnorm works on GPUs only (torch's SyncBatchNorm); drop it on the CPU, where each "
@@ -686,6 +687,21 @@ def _short_rendezvous(strategy: Any, seconds: float) -> None:
             torch.distributed.set_timeout(collective)
 
     strategy.setup_distributed = setup_distributed
+
+
+def _check_rendezvous_env(trainer: Any) -> None:
+    """MASTER_PORT and NODE_RANK, read by a run across processes or nodes, are numbers in range: one line here,
+    not Lightning's int() traceback once the processes start."""
+    if not isinstance(getattr(trainer.strategy, "_timeout", None), timedelta):
+        return  # one process: the variables are not read
+    port = os.environ.get("MASTER_PORT")
+    if port is not None and not (port.strip().isdigit() and 1 <= int(port) <= 65535):
+        raise BadValue(f"MASTER_PORT {port!r} is not a port number (1..65535); set the same free port on every node "
+                       f"rank, or unset it on one machine")  # fmt: skip
+    node = os.environ.get("NODE_RANK")
+    nodes = trainer.num_nodes
+    if node is not None and not (node.strip().isdigit() and int(node) < nodes):
+        raise BadValue(f"NODE_RANK {node!r} is not a node rank of trainer.num_nodes {nodes} (0..{nodes - 1})")
 
 
 def rendezvous_error(exc: BaseException, trainer: Any, seconds: float) -> BadValue | None:

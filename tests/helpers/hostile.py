@@ -94,6 +94,9 @@ CASES = [
     Case("drop_last with a batch larger than the training split", "cli",
          _fit("--data.data_dir", "{c10}", "--data.drop_last", "true", "--data.batch_size", "500", "--trainer.max_epochs", "1"),
          "data.drop_last true with data.batch_size 500 leaves no training step: the training split has"),
+    Case("MASTER_PORT that is not a port", "cli",
+         _c10("--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1"),
+         "MASTER_PORT 'notaport' is not a port number (1..65535)", setup="master_port_word"),
     Case("num_workers -1", "cli", _c10("--data.num_workers", "-1"), "num_workers must be >= 0, got -1"),
     Case("cutout larger than the image", "cli", _c10("--data.augment", "[{name: cutout, size: 100}]"),
          "augment step 'cutout': size must be in [1, 31], got 100"),
@@ -317,7 +320,22 @@ def _read_only_logs(cwd: Path):
         folder.chmod(0o755)
 
 
-SETUPS = {"log_file": _log_file, "read_only_logs": _read_only_logs}
+@contextlib.contextmanager
+def _master_port_word(cwd: Path):
+    """The environment of a run across nodes with a word where the port goes."""
+    saved = {k: os.environ.get(k) for k in ("MASTER_PORT", "MASTER_ADDR", "NODE_RANK")}
+    os.environ.update(MASTER_PORT="notaport", MASTER_ADDR="127.0.0.1", NODE_RANK="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+SETUPS = {"log_file": _log_file, "read_only_logs": _read_only_logs, "master_port_word": _master_port_word}
 
 
 # ---- the sandbox ----
