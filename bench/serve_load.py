@@ -38,7 +38,7 @@ def bad_uploads(photo: bytes) -> list[tuple[str, bytes, str | None, str]]:
         ("a text file sent as image/jpeg", b"hello, this is text\n" * 20, "image/jpeg", ""),
         ("0 bytes", b"", "image/jpeg", ""),
         ("a truncated JPEG (first half)", photo[: len(photo) // 2], "image/jpeg", ""),
-        ("a decompression bomb (30000x30000 PNG, 244 bytes)", png_bomb(), "image/png", ""),
+        (f"a decompression bomb (30000x30000 PNG, {len(png_bomb())} bytes)", png_bomb(), "image/png", ""),
         ("a 50 MB upload", b"\xff" * (50 * 2**20), "image/jpeg", ""),
         ("a wrong content type (application/json)", b'{"image": "x"}', "application/json", ""),
         ("multipart without a 'file' field", multipart(photo, field="image")[0], multipart(photo)[1], ""),

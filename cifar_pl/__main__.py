@@ -18,9 +18,7 @@ def cli_main(args: list[str] | None = None) -> CifarCLI:
     jsonargparse reports a class that refused its arguments (an unknown augmentation, say) inside a report of
     its own ("does not validate against any of the Union subtypes"); the user's error is lifted out of it.
     """
-    from .cli import (
-        CifarCLI,  # deferred: Lightning loads for the training commands only (serve runs without it)
-    )
+    from .cli import CifarCLI  # deferred: Lightning loads for training commands only, not serve
 
     try:
         return CifarCLI(args=args)

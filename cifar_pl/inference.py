@@ -4,7 +4,6 @@ nothing it names is imported)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from .checkpoints import Checkpoint, read_checkpoint
 from .data.tensor_dataset import normalize_uint8
 from .devices import device_of, prepare_images, to_cpu
 from .lit import ImageClassifier
-from .prediction import MAX_SIDE, InputRules, SizeMode, prediction_rows
+from .prediction import MAX_SIDE, InputRules, PredictsFiles, SizeMode
 
 
 @dataclass
-class Predictor:
+class Predictor(PredictsFiles):
     """``model`` in eval mode, with ``classes``, the normalisation ``mean``/``std`` and ``train_size``, the side
     of the images it was trained on."""
 
@@ -78,12 +77,3 @@ class Predictor:
         """Class probabilities (float32) of one H x W x 3 uint8 image."""
         x = self.normalize(torch.from_numpy(image).permute(2, 0, 1).contiguous())
         return to_cpu(self.model(x)).softmax(1)[0].numpy()
-
-    def predict_files(
-        self, paths: Sequence[str | Path], top_k: int = 3, mode: SizeMode = "train", max_side: int = MAX_SIDE
-    ) -> list[dict]:
-        """Top-k classes and probabilities for each image file (``cifar_pl.prediction.prediction_rows``)."""
-        rules = self.rules
-        return prediction_rows(
-            paths, lambda p: rules.load(p, mode, max_side), self.probabilities, self.classes, top_k
-        )

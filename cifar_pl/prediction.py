@@ -109,3 +109,24 @@ def prediction_rows(
             "top": top_classes(probabilities(img), classes, k),
         })  # fmt: skip
     return rows
+
+
+class PredictsFiles:
+    """What a predictor with ``rules`` (its ``InputRules``), ``classes`` and ``probabilities(image)`` does with image
+    files: the torch engine (``cifar_pl.inference.Predictor``) and the ONNX engine (``cifar_pl.serve.engine``)."""
+
+    rules: InputRules
+    classes: list[str]
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities of one H x W x 3 uint8 image."""
+        raise NotImplementedError
+
+    def predict_files(
+        self, paths: Sequence[str | Path], top_k: int = 3, mode: SizeMode = "train", max_side: int = MAX_SIDE
+    ) -> list[dict]:
+        """Top-k classes and probabilities for each image file (``prediction_rows``)."""
+        rules = self.rules
+        return prediction_rows(
+            paths, lambda p: rules.load(p, mode, max_side), self.probabilities, self.classes, top_k
+        )

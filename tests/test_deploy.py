@@ -24,39 +24,23 @@ from cifar_pl.inference import Predictor
 from cifar_pl.predict import predict as predict_main
 
 from .helpers import REPO, write_photo
-from .helpers.deploy import cifar_test_images, multipart, png_bomb, post, served, write_net_checkpoint
+from .helpers.deploy import (
+    FAMILIES,
+    cifar_test_images,
+    eager_logits,
+    exported_logits,
+    multipart,
+    png_bomb,
+    post,
+    served,
+    write_net_checkpoint,
+)
 
 ort = pytest.importorskip("onnxruntime")
 from cifar_pl.serve.app import build_app  # noqa: E402  (after the skip: the serve extra may be absent)
 from cifar_pl.serve.engine import OnnxPredictor  # noqa: E402
 
-# one net of each registered family (small widths where the family has them)
-FAMILIES = {
-    "custom CNN, flatten head": ("model_g", {}),
-    "custom CNN, GAP head": ("model_gap", {}),
-    "CIFAR ResNet": ("resnet20", {}),
-    "Shake-Shake (eval path)": ("shake_shake_26_2x32d", {}),
-    "speed net": ("speednet", {"width": 0.25}),
-    "timm Xception": ("xception", {}),
-}
 SLOW_FAMILIES = {"timm Xception"}  # 20 M parameters: two exports and 256 images take about a minute here
-
-
-def _eager(ckpt: Path, images: np.ndarray) -> np.ndarray:
-    """The checkpoint's own evaluation logits, through the torch predictor (``cifar_pl.predict``'s path)."""
-    p = Predictor.from_checkpoint(ckpt)
-    with torch.no_grad():
-        return np.concatenate([p.model(p.normalize(torch.from_numpy(images[i : i + 64]).permute(0, 3, 1, 2))).numpy()
-                               for i in range(0, len(images), 64)])  # fmt: skip
-
-
-def _exported(file: Path, fmt: str, images: np.ndarray) -> np.ndarray:
-    if fmt == "onnx":
-        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        return session.run(["logits"], {"images": images})[0]
-    module = torch.jit.load(str(file))
-    with torch.no_grad():
-        return module(torch.from_numpy(images))[0].numpy()
 
 
 @pytest.mark.real_data
@@ -71,7 +55,7 @@ def test_exported_logits_equal_the_checkpoints_eager_logits_on_256_real_test_ima
     ckpt = write_net_checkpoint(tmp_path / "net.ckpt", net, kwargs)
     done = export(ckpt, fmt, tmp_path / f"net.{fmt}")
     images = cifar_test_images(real_data, 256)
-    ref, out = _eager(ckpt, images), _exported(done.file, fmt, images)
+    ref, out = eager_logits(ckpt, images), exported_logits(done.file, fmt, images)
     assert out.shape == ref.shape == (256, 10)
     assert np.abs(out - ref).max() < 1e-4
     assert (out.argmax(1) == ref.argmax(1)).all()
@@ -89,7 +73,7 @@ def test_the_evaluation_forward_is_exported_with_its_weight_average_and_test_tim
     torch.save(state, ckpt)
     images = cifar_test_images(real_data, 64)
     done = export(ckpt, "onnx", tmp_path / "r.onnx")
-    ref, out = _eager(ckpt, images), _exported(done.file, "onnx", images)
+    ref, out = eager_logits(ckpt, images), exported_logits(done.file, "onnx", images)
     assert np.abs(out - ref).max() < 1e-4
     p = Predictor.from_checkpoint(ckpt)
     with torch.no_grad():  # not the plain net's single view

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import BadFile, BadValue, MissingFile
-from ..prediction import MAX_SIDE, InputRules, SizeMode, prediction_rows
+from ..prediction import InputRules, PredictsFiles
 
 try:
     import onnxruntime as ort
@@ -89,7 +88,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-class OnnxPredictor:
+class OnnxPredictor(PredictsFiles):
     """An exported net (``model_file``, an ``.onnx`` with its sidecar) on ONNX Runtime's CPU provider, with
     ``threads`` threads (None: ONNX Runtime's default, one per core)."""
 
@@ -144,15 +143,6 @@ class OnnxPredictor:
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities of one H x W x 3 uint8 image."""
         return softmax(self.run(image)[0])[0]
-
-    def predict_files(
-        self, paths: Sequence[str | Path], top_k: int = 3, mode: SizeMode = "train", max_side: int = MAX_SIDE
-    ) -> list[dict]:
-        """Top-k classes and probabilities for each image file, as ``cifar_pl.inference.Predictor`` gives them."""
-        rules = self.rules
-        return prediction_rows(
-            paths, lambda p: rules.load(p, mode, max_side), self.probabilities, self.classes, top_k
-        )
 
 
 def cam_overlay(photo: Image.Image, cam: np.ndarray, longest: int = 320, alpha: float = 0.5) -> Image.Image:

@@ -18,6 +18,15 @@ import numpy as np
 
 from .hostile import write_checkpoint
 
+# one net of each registered family (small widths where the family has them)
+FAMILIES = {
+    "custom CNN, flatten head": ("model_g", {}),
+    "custom CNN, GAP head": ("model_gap", {}),
+    "CIFAR ResNet": ("resnet20", {}),
+    "Shake-Shake (eval path)": ("shake_shake_26_2x32d", {}),
+    "speed net": ("speednet", {"width": 0.25}),
+    "timm Xception": ("xception", {}),
+}
 CIFAR_DM = {"_class_path": "cifar_pl.data.CIFAR10DataModule", "data_dir": "data"}
 
 
@@ -137,3 +146,29 @@ def cifar_test_images(data_root: Path, n: int = 256) -> np.ndarray:
 
     images, _ = read_cifar_batch(data_root / "cifar-10-batches-py" / "test_batch", "labels", 10)
     return images[:n].permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def eager_logits(ckpt: Path, images: np.ndarray) -> np.ndarray:
+    """The checkpoint's own evaluation logits, through the torch predictor (``cifar_pl.predict``'s path)."""
+    import torch
+
+    from cifar_pl.inference import Predictor
+
+    p = Predictor.from_checkpoint(ckpt)
+    with torch.no_grad():
+        return np.concatenate([p.model(p.normalize(torch.from_numpy(images[i : i + 64]).permute(0, 3, 1, 2))).numpy()
+                               for i in range(0, len(images), 64)])  # fmt: skip
+
+
+def exported_logits(file: Path, fmt: str, images: np.ndarray) -> np.ndarray:
+    """The logits of an exported file (ONNX through ONNX Runtime, TorchScript through torch.jit) for uint8 NHWC."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"images": images})[0]
+    import torch
+
+    module = torch.jit.load(str(file))
+    with torch.no_grad():
+        return module(torch.from_numpy(images))[0].numpy()
