@@ -7,8 +7,11 @@ no traceback; every other exception keeps its traceback, because it is a bug to 
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -59,6 +62,10 @@ def run_main(fn: Callable[[], object]) -> int:
     """Run an entry point's body: 0 when it returns, 2 with one line on stderr for a user error, 130 for
     Ctrl+C outside training; ``SystemExit`` (argparse errors, a training stopped by a signal) passes through."""
     show = os.environ.get(TRACEBACK_ENV, "").lower() not in ("", "0", "false", "no")
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        # a write past the file-size limit (ulimit -f) fails with EFBIG, said in one line by the writer, instead
+        # of the signal killing the process mid-write ("File size limit exceeded", core dumped)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         fn()
     except KeyboardInterrupt:
@@ -67,7 +74,14 @@ def run_main(fn: Callable[[], object]) -> int:
     except Exception as e:
         err = user_error_in(e)
         if err is None:
-            raise
+            too_large = error_in(e, OSError)
+            if too_large is None or too_large.errno != errno.EFBIG:
+                raise
+            err = UserError(
+                f"the file-size limit of this process (ulimit -f) stopped a write"
+                f"{f' to {too_large.filename}' if too_large.filename else ''}; raise the limit (ulimit -f "
+                f"unlimited) and run again"
+            )
         if show:  # asked for: the traceback too, with the same line and the same exit code
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)

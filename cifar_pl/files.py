@@ -30,6 +30,10 @@ class DiskFull(UserError, OSError):
     """The filesystem of a file being written filled up (or a quota was reached); the previous file is intact."""
 
 
+class FileSizeLimit(UserError, OSError):
+    """The process's file-size limit (``ulimit -f``) stopped a write (EFBIG); the previous file is intact."""
+
+
 def writer_is_gone(leftover: Path, marker: str = _TMP, stale_after_s: float = 3600) -> bool:
     """Whether the process that was writing ``leftover`` (named ``...<marker><host>-<pid>-<random>``) is no longer
     running: its PID is gone on this host, or the leftover is ``stale_after_s`` old (a writer on another machine
@@ -84,7 +88,8 @@ def remove_leftovers(folder: Path, name: str) -> None:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], hint: str = "") -> None:
     """Write ``path`` through ``write(f)`` (``f`` a binary file) so that readers, and the next run, see the old file
     or the whole new one, never part of one. A full disk raises ``DiskFull`` (one line: what, where, ``hint``)
-    with the old file intact; any other error or signal removes the temporary file and propagates."""
+    with the old file intact, and so does the file-size limit of the process (``FileSizeLimit``); any other error
+    or signal removes the temporary file and propagates."""
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,10 +105,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], hint: st
         cause = _os_error_in(
             e
         )  # torch.save reports a failed write as its own RuntimeError, the OSError inside
+        # the target is untouched: it is the previous file if there was one
+        kept = (f"the previous {path.name} is intact" if path.exists() else
+                f"nothing was written (there was no {path.name} before)")  # fmt: skip
         if cause is not None and cause.errno in _NO_SPACE:
             raise DiskFull(
-                f"no space left on the filesystem of {folder} while writing {path.name}; the previous "
-                f"{path.name} is intact. Free space there{f' ({hint})' if hint else ''}"
+                f"no space left on the filesystem of {folder} while writing {path.name}; {kept}. Free space "
+                f"there{f' ({hint})' if hint else ''}"
+            ) from None
+        if cause is not None and cause.errno == errno.EFBIG:
+            raise FileSizeLimit(
+                f"the file-size limit of this process (ulimit -f) stopped writing {path.name} in {folder}; {kept}. "
+                f"Raise the limit (ulimit -f unlimited) and run again"
             ) from None
         if cause is not None and cause is not e and isinstance(e, Exception):
             raise cause from None

@@ -223,3 +223,36 @@ def test_the_cli_writes_every_checkpoint_through_the_atomic_writer(cifar10_root,
         "fit", "model_gap", cifar10_root, "--trainer.max_epochs 1 --data.batch_size 32 --test_after_fit false"
     )
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_full_disk_with_no_previous_checkpoint_says_nothing_was_written(tmp_path, monkeypatch):
+    """The first last.ckpt of a run on a full disk: no 'previous last.ckpt is intact' when there was none."""
+    path = tmp_path / "last.ckpt"
+    _fail_writes_at(monkeypatch, _size(_ckpt(1)) // 2, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(files.DiskFull) as raised:
+        AtomicCheckpointIO().save_checkpoint(_ckpt(1), path)
+    assert "nothing was written (there was no last.ckpt before)" in str(raised.value)
+    assert "intact" not in str(raised.value)
+    assert not path.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow  # a training process of its own
+def test_the_file_size_limit_during_a_save_is_one_line_and_exit_2(tmp_path, cifar10_root):
+    """`ulimit -f` below a checkpoint's size: the save fails with EFBIG (SIGXFSZ is ignored by the command, as it
+    would otherwise kill the process mid-write), one line, exit 2, no partial checkpoint."""
+    import resource
+
+    limit = 64 * 1024  # logs and records fit, a checkpoint of model_gap does not
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [*_fit(cifar10_root, "fsize"), "--trainer.logger", "false"]  # no TensorBoard file to meet it first
+    out = subprocess.run(cmd, cwd=tmp_path, env={**child_env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300, preexec_fn=small_files)  # fmt: skip
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    print(f"ulimit -f {limit // 1024} KB: exit {out.returncode}: {errors}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and len(errors) == 1, out.stderr[-3000:]
+    assert "the file-size limit of this process (ulimit -f) stopped writing" in errors[0]
+    assert not [p for p in tmp_path.rglob("*.ckpt*")], list(tmp_path.rglob("*.ckpt*"))
