@@ -178,3 +178,25 @@ def test_a_derived_writeup_config_keeps_its_base_recipe():
     assert gap["model"]["net"] == "model_gap" and gap["trainer"]["max_epochs"] == 120
     for group in ("optim", "schedule"):
         assert gap["model"][group] == base["model"][group], group
+
+
+def test_evaluate_each_epoch_on_photos_without_a_test_split_says_it_scores_validation(
+    photo_root, tmp_path, caplog
+):
+    """A photo folder with no test/ has no test split: the per-epoch curve is the validation split's, logged as
+    clean_test_on_val/..., said once; never clean_test/acc (which a reader takes for held-out test accuracy)."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        run_cli("fit", "transfer/1_scratch", photo_root,
+                "--experiment photos --trainer.max_epochs 2 --data.batch_size 16 --test_after_fit false "
+                "--trainer.callbacks+=cifar_pl.callbacks.EvaluateEachEpoch", cwd=tmp_path)  # fmt: skip
+    curve = read_scalars(tmp_path / "lightning_logs" / "photos")
+    assert "clean_test/acc" not in curve
+    assert [e for e, _ in curve["clean_test_on_val/acc"]] == [0, 1]
+    # it is the validation accuracy of the same epoch
+    assert [round(v, 6) for _, v in curve["clean_test_on_val/acc"]] == [
+        round(v, 6) for _, v in curve["val/acc"]
+    ]
+    said = [r.getMessage() for r in caplog.records if "no test split of its own" in r.getMessage()]
+    assert len(said) == 1

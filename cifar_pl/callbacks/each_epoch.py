@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from ..checks import check_number
 from ..evaluation import evaluate
@@ -14,7 +15,9 @@ class EvaluateEachEpoch(pl.Callback):
     """After every ``every_n_epochs``-th validation epoch (or training epoch, when nothing is validated:
     ``val_size: 0``, as Keras' ``validation_data=(test_images, ...)`` runs go), score the model on the DataModule's test split (true
     labels; under ``shuffled_pixels`` the same permutation as training, as Zhang et al. did) and log
-    ``clean_test/acc`` and ``clean_test/loss``. The names are not ``val/*`` or ``test/*`` on purpose: no
+    ``clean_test/acc`` and ``clean_test/loss``. Data with no test split of its own (a photo folder without
+    ``test/``, whose ``test`` scores the validation split) is scored on that split, said once and logged as
+    ``clean_test_on_val/acc`` and ``clean_test_on_val/loss``, never as a test. The names are not ``val/*`` or ``test/*`` on purpose: no
     checkpoint, early stop or schedule reads them, so the test set never picks a model. The model is scored as
     validation scores it (in eval mode, the weight average when there is one, one view), without touching the
     random state, so a run with this callback trains exactly as one without it."""
@@ -24,6 +27,7 @@ class EvaluateEachEpoch(pl.Callback):
         check_number("EvaluateEachEpoch batch_size", batch_size, 1, integer=True)
         self.every_n_epochs, self.batch_size = every_n_epochs, batch_size
         self._scored_epoch: int | None = None
+        self._said = False
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -45,6 +49,13 @@ class EvaluateEachEpoch(pl.Callback):
         if getattr(dm, "test_set", None) is None:
             dm.setup("test")
         test_set = dm.test_set
+        prefix = "clean_test_on_val" if getattr(dm, "test_is_validation", False) else "clean_test"
+        if prefix == "clean_test_on_val" and not self._said:
+            self._said = True
+            rank_zero_info(
+                "EvaluateEachEpoch: the data has no test split of its own; its validation split is scored each "
+                "epoch and logged as clean_test_on_val/acc and clean_test_on_val/loss"
+            )
 
         was_training = pl_module.training
         pl_module.eval()
@@ -57,5 +68,5 @@ class EvaluateEachEpoch(pl.Callback):
             loss_sum += float(ev.losses.sum())
         pl_module.train(was_training)
         n = len(test_set)
-        pl_module.log("clean_test/acc", correct / n, on_step=False, on_epoch=True, sync_dist=False)
-        pl_module.log("clean_test/loss", loss_sum / n, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log(f"{prefix}/acc", correct / n, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log(f"{prefix}/loss", loss_sum / n, on_step=False, on_epoch=True, sync_dist=False)
