@@ -57,7 +57,14 @@ PAGE = ROOT / "docs" / "results.md"
 CHARTS = ROOT / "docs" / "img" / "results"
 CATALOGUE = RESULTS / "catalogue.yaml"
 # What a verdict can be (the rules: results/page.md, "How a row is judged").
-VERDICTS = ("agrees", "disagrees", "partly run", "not testable at this budget", "not run here")
+VERDICTS = (
+    "agrees",
+    "disagrees",
+    "partly run",
+    "not testable at this budget",
+    "not run here",
+    "measured, no claim",
+)
 ROW_KEYS = ("id", "experiment", "claim", "sweeps", "measured", "verdict", "why")
 # Per-step and per-layer tags are left out of a record: the curves behind the page are per epoch.
 _SKIP_TAG = re.compile(r"(step|lr-|activations/|weights/|gradients/|hp_metric)")
