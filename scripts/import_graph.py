@@ -30,7 +30,19 @@ PACKAGE = "cifar_pl"
 # the first component after ``cifar_pl.`` (or the module itself) -> layer
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["errors", "checks", "devices", "images", "prediction", "files", "safe_yaml", "renames", "runs", "weights_io"], 0
+        [
+            "errors",
+            "checks",
+            "devices",
+            "images",
+            "prediction",
+            "files",
+            "safe_yaml",
+            "renames",
+            "runs",
+            "weights_io",
+        ],
+        0,
     ),
     **dict.fromkeys(["models", "data", "lit", "evaluation", "figures", "callbacks", "logger"], 1),
     **dict.fromkeys(

@@ -143,7 +143,9 @@ def answer(predictor: OnnxPredictor, data: bytes, k: int, cam: bool, max_pixels:
             )
         else:
             if max(photo.size) < OVERLAY_SIDE:  # decoded small for the net (JPEG draft): again, for the eye
-                photo = open_image(io.BytesIO(data), max_pixels=max_pixels, draft=(OVERLAY_SIDE, OVERLAY_SIDE))
+                photo = open_image(
+                    io.BytesIO(data), max_pixels=max_pixels, draft=(OVERLAY_SIDE, OVERLAY_SIDE)
+                )
             png = io.BytesIO()
             cam_overlay(photo, cams[0, int(probs.argmax())], OVERLAY_SIDE).save(png, format="PNG")
             out["cam"] = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
