@@ -98,11 +98,16 @@ def test_predict_and_every_viz_command_on_a_device(data, tmp_path, cifar10_root,
         rows = predict([str(img), "--ckpt", str(ckpt), "--device", "cuda", "--out", str(tmp_path / "p.csv")])
         assert len(rows[0]["top"]) == 3
         out = ["--ckpt", str(ckpt), "--device", "cuda", "--out", str(tmp_path / "viz")]
+        split = [*out, "--data-dir", str(cifar10_root)]
         made = (
-            viz(["cam", str(img), *out]) + viz(["cam", *out, "--n", "2"]) + viz(["channels", str(img), *out])
+            viz(["cam", str(img), *out])
+            + viz(["cam", *split, "--n", "2"])
+            + viz(["channels", str(img), *out])
         )
         made += (
-            viz(["mistakes", *out, "--n", "2"]) + viz(["confusion", *out]) + viz(["report", *out, "--n", "2"])
+            viz(["mistakes", *split, "--n", "2"])
+            + viz(["confusion", *split])
+            + viz(["report", *split, "--n", "2"])
         )
     assert {p.name for p in made} >= {
         "cams.png",

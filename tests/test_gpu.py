@@ -78,7 +78,9 @@ def test_predict_and_viz_on_the_gpu(cifar10_root, tmp_path, monkeypatch):
     rows = predict([str(tmp_path / "x.jpg"), "--ckpt", str(ckpt), "--device", "cuda"])
     assert len(rows[0]["top"]) == 3
     out = ["--ckpt", str(ckpt), "--device", "cuda", "--out", str(tmp_path / "viz")]
-    made = viz(["report", *out, "--n", "4"]) + viz(["cam", str(tmp_path / "x.jpg"), *out])
+    made = viz(["report", *out, "--n", "4", "--data-dir", str(cifar10_root)]) + viz(
+        ["cam", str(tmp_path / "x.jpg"), *out]
+    )
     assert {p.name for p in made} >= {"cams.png", "mistakes.png", "confusion.png"}
 
 

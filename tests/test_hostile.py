@@ -252,6 +252,37 @@ def test_names_from_a_checkpoint_cannot_run_as_spreadsheet_formulas(tmp_path):
     assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)
 
 
+def test_the_data_folder_viz_reads_comes_from_the_command_line_not_the_checkpoint(sandbox, tmp_path, capsys):
+    """A checkpoint naming another folder (/usr, say) has nothing read there: without --data.data_dir viz says
+    which folder the checkpoint names and stops; with it, the folder given is the one read."""
+    from cifar_pl.viz.__main__ import main as viz
+
+    _, places = sandbox
+    decoy = tmp_path / "not_the_data"
+    (decoy / "cat").mkdir(parents=True)
+    (decoy / "dog").mkdir()
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", num_classes=3, class_names=["cat", "dog", "owl"], datamodule={
+        "_class_path": "cifar_pl.data.ImageFolderDataModule", "data_dir": str(decoy), "image_size": 16,
+    })  # fmt: skip
+    opened = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+    os.listdir = lambda p=".": (opened.append(str(p)), real_listdir(p))[1]
+    os.scandir = lambda p=".": (opened.append(str(p)), real_scandir(p))[1]
+    try:
+        code = viz(["mistakes", "--ckpt", str(ckpt), "--out", str(tmp_path / "viz")])
+    finally:
+        os.listdir, os.scandir = real_listdir, real_scandir
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert (
+        "name its folder with --data.data_dir (the checkpoint was trained on" in err[0]
+        and str(decoy) in err[0]
+    )
+    assert not [p for p in opened if p.startswith(str(decoy))]
+    assert viz(["confusion", "--ckpt", str(ckpt), "--data.data_dir", places["photos"], "--out",
+                str(tmp_path / "viz")]) == 0  # fmt: skip
+
+
 def test_where_a_rebuilt_datamodule_writes_comes_from_this_machine_not_the_checkpoint(sandbox, tmp_path):
     from cifar_pl.viz.__main__ import main as viz
 
@@ -261,6 +292,11 @@ def test_where_a_rebuilt_datamodule_writes_comes_from_this_machine_not_the_check
         "_class_path": "cifar_pl.data.ImageFolderDataModule", "data_dir": places["photos"], "image_size": 16,
         "cache_dir": str(elsewhere),
     })  # fmt: skip
-    assert viz(["confusion", "--ckpt", str(ckpt), "--out", str(tmp_path / "viz")]) == 0
+    assert (
+        viz(
+            ["confusion", "--ckpt", str(ckpt), "--data-dir", places["photos"], "--out", str(tmp_path / "viz")]
+        )
+        == 0
+    )
     assert not elsewhere.exists()
     assert (tmp_path / "viz" / "per_class.csv").is_file()

@@ -167,13 +167,18 @@ def test_every_viz_command_writes_valid_pngs(trained, tmp_path):
     img = write_photo(tmp_path / "owl.jpg", PHOTO_COLOURS[2], size=(60, 45))
     out = tmp_path / "viz"
     made = []
-    made += viz_main(["cam", "--ckpt", str(ckpt), "--out", str(out / "split")])
+    data_dir = str(read_checkpoint(ckpt).datamodule_args["data_dir"])
+    made += viz_main(["cam", "--ckpt", str(ckpt), "--data-dir", data_dir, "--out", str(out / "split")])
     made += viz_main(["cam", str(img), "--ckpt", str(ckpt), "--class", "dog", "--out", str(out / "files")])
     made += viz_main(["channels", str(img), "--ckpt", str(ckpt), "--n", "8", "--out", str(out)])
-    made += viz_main(["mistakes", "--ckpt_path", str(ckpt), "--out", str(out)])  # fit's spelling works too
-    data_dir = str(read_checkpoint(ckpt).datamodule_args["data_dir"])  # fit's spelling works here too
-    made += viz_main(["confusion", "--ckpt", str(ckpt), "--data.data_dir", data_dir, "--out", str(out)])
-    made += viz_main(["report", "--ckpt", str(ckpt), "--split", "test", "--out", str(out / "report")])
+    made += viz_main(
+        ["mistakes", "--ckpt_path", str(ckpt), "--data-dir", data_dir, "--out", str(out)]
+    )  # fit's spelling
+    made += viz_main(
+        ["confusion", "--ckpt", str(ckpt), "--data.data_dir", data_dir, "--out", str(out)]
+    )  # here too
+    made += viz_main(["report", "--ckpt", str(ckpt), "--split", "test", "--data-dir", data_dir, "--out",
+                      str(out / "report")])  # fmt: skip
     made += viz_main(["curves", str(run), "--out", str(out)])
     names = {p.relative_to(out).as_posix() for p in made}
     for expected in ["split/cams.png", "files/cams.png", "channels.png", "mistakes.png", "confusion.png",

@@ -50,7 +50,16 @@ def _split(predictor: Predictor, args) -> tuple[torch.Tensor, torch.Tensor]:
             f"--max-images {args.max_images} of {size}x{size} images would hold {need / 2**30:.1f} GB; give "
             f"--max-images {most} or fewer"
         )
-    dm = predictor.checkpoint.build_datamodule(args.data_dir)
+    ckpt = predictor.checkpoint
+    named = ckpt.datamodule_args.get("data_dir") if ckpt.datamodule_class is not None else None
+    if args.data_dir is None and named is not None:
+        # a folder is read because the command line names it, never because a file does (one naming /usr would
+        # have every file under it decoded)
+        raise BadValue(
+            f"{args.command} draws from the {args.split} split of the checkpoint's data: name its folder with "
+            f"--data.data_dir (the checkpoint was trained on {str(named)!r}), or give image files"
+        )
+    dm = ckpt.build_datamodule(args.data_dir)
     dm.setup("fit" if args.split == "val" else "test")
     data = dm.val_set if args.split == "val" else dm.test_set
     if data is None or len(data) == 0:
@@ -243,7 +252,8 @@ def run(argv: list[str] | None = None) -> list[Path]:
                 "--data.data_dir",
                 dest="data_dir",
                 default=None,
-                help="where the checkpoint's data lives now (either spelling, as fit's --data.data_dir)",
+                help="the folder of the checkpoint's data, needed to draw from its --split (either spelling, as "
+                "fit's --data.data_dir); never taken from the checkpoint",
             )
             p.add_argument("--n", type=int, default={"cam": 8, "channels": 16}.get(name, 16),
                            help="images (cam), channels (channels) or mistakes shown")  # fmt: skip
