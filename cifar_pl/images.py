@@ -93,7 +93,9 @@ def open_image(
             raise BadFile(f"{shown} has no pixels ({w}x{h})")
         if draft is not None:
             im.draft("RGB", draft)  # JPEG only; a no-op for other formats
-        return to_rgb(im)
+        out = to_rgb(im)
+    out.info["photo_size"] = (w, h)  # the file's own size: a draft decodes a JPEG smaller than it is
+    return out
 
 
 def resize_square(im: Image.Image, size: int, mode: ResizeMode = "squash") -> Image.Image:

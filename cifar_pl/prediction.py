@@ -57,10 +57,16 @@ class InputRules:
     ) -> tuple[np.ndarray, str]:
         """An image file (or an open binary file) as H x W x 3 uint8, ready for this net, and a note of what was
         done to its size (``fit``)."""
+        return self.load_with_size(path, mode, max_side)[:2]
+
+    def load_with_size(
+        self, path: str | Path | BinaryIO, mode: SizeMode = "train", max_side: int = MAX_SIDE
+    ) -> tuple[np.ndarray, str, tuple[int, int]]:
+        """``load``, and the photo's own (width, height) as the file has it (the net's input is another size)."""
         size = self.side(mode)
-        return self.fit(
-            open_image(path, draft=(size, size) if size else (max_side, max_side)), mode, max_side
-        )
+        photo = open_image(path, draft=(size, size) if size else (max_side, max_side))
+        own = photo.info.get("photo_size", photo.size)
+        return (*self.fit(photo, mode, max_side), (int(own[0]), int(own[1])))
 
     def fit(
         self, im: Image.Image, mode: SizeMode = "train", max_side: int = MAX_SIDE
@@ -89,23 +95,26 @@ def top_classes(probs: Sequence[float], classes: Sequence[str], k: int) -> list[
 
 def prediction_rows(
     paths: Sequence[str | Path],
-    load: Callable[[str | Path], tuple[np.ndarray, str]],
+    load: Callable[[str | Path], tuple],
     probabilities: Callable[[np.ndarray], np.ndarray],
     classes: Sequence[str],
     k: int,
 ) -> list[dict]:
-    """One row per file: its size as the net saw it, what was done to it, the top-``k`` classes; a file that
-    cannot be read (not an image, over the pixel limit, missing) gets an ``error`` row, and the others go on.
-    ``load(path)`` gives H x W x 3 uint8 and a note, ``probabilities(image)`` the class probabilities."""
+    """One row per file: the photo's own ``width`` and ``height``, what was done to it for the net (``input``:
+    "resized to 32x32"), the top-``k`` classes; a file that cannot be read (not an image, over the pixel limit,
+    missing) gets an ``error`` row, and the others go on. ``load(path)`` gives H x W x 3 uint8, a note and, when
+    it knows it, the photo's own (width, height) (else the input's size is all there is to show);
+    ``probabilities(image)`` the class probabilities."""
     rows = []
     for path in paths:
         try:
-            img, note = load(path)
+            img, note, *own = load(path)
         except (*READ_ERRORS, UserError) as e:
             rows.append({"file": str(path), "error": f"unreadable image ({type(e).__name__}: {e})"})
             continue
+        width, height = own[0] if own else (int(img.shape[1]), int(img.shape[0]))
         rows.append({
-            "file": str(path), "width": int(img.shape[1]), "height": int(img.shape[0]), "input": note,
+            "file": str(path), "width": width, "height": height, "input": note,
             "top": top_classes(probabilities(img), classes, k),
         })  # fmt: skip
     return rows
@@ -128,5 +137,5 @@ class PredictsFiles:
         """Top-k classes and probabilities for each image file (``prediction_rows``)."""
         rules = self.rules
         return prediction_rows(
-            paths, lambda p: rules.load(p, mode, max_side), self.probabilities, self.classes, top_k
+            paths, lambda p: rules.load_with_size(p, mode, max_side), self.probabilities, self.classes, top_k
         )

@@ -236,6 +236,28 @@ def test_own_size_prediction_holds_the_long_side(tmp_path):
     assert "32x the training size 16: --size train predicts at the scale the net learnt" in note
 
 
+def test_the_prediction_table_gives_the_photos_own_size_and_the_input_apart(tmp_path):
+    """A 96x64 photo is 96,64 in the table's width,height (not the net's 32x32 input), the input column says what
+    the net took; a large JPEG decoded in draft mode still shows the size of the file."""
+    from cifar_pl.predict import main as predict
+
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", num_classes=2)
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "wide.png")
+    Image.new("RGB", (1600, 1200), (30, 30, 200)).save(tmp_path / "big.jpg")
+    out = tmp_path / "p.csv"
+    assert (
+        predict(
+            [str(tmp_path / "wide.png"), str(tmp_path / "big.jpg"), "--ckpt", str(ckpt), "--out", str(out)]
+        )
+        == 0
+    )
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
+    assert (rows["wide.png"]["width"], rows["wide.png"]["height"]) == ("96", "64")
+    assert (rows["big.jpg"]["width"], rows["big.jpg"]["height"]) == ("1600", "1200")
+    side = rows["wide.png"]["input"].split("resized to ")[1]
+    assert rows["wide.png"]["input"] == rows["big.jpg"]["input"] == f"resized to {side}"
+
+
 def test_names_from_a_checkpoint_cannot_run_as_spreadsheet_formulas(tmp_path):
     from cifar_pl.predict import predict
 
