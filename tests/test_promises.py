@@ -31,16 +31,15 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(*\[\"'])")
 
 # (page, a piece of the sentence): why the sentence is no behavioural promise. Prefer rewording to an entry here.
 NOT_PROMISES: dict[tuple[str, str], str] = {
-    ("docs/results.md", "(never used to choose a checkpoint)"): (
+    ("docs/results.md", "(never used to choose"): (
         "a behaviour promise, on the page generated from results/page.md: listed until its owner adds "
         "(tested: tests/test_writeups.py::test_evaluate_each_epoch_is_a_curve_that_changes_nothing_else)"
     ),
-    ("docs/results.md", "do not overlap on any accuracy"): "a comparison of measured runs (write-up 000)",
-    ("docs/results.md", "plain SGD never gets the net moving"): "what measured activation percentiles showed",
-    ("docs/results.md", "their last weights are bitwise equal"): (
-        "two measured runs of write-up 001 compared; the property itself is tested where reliability.md states it"
-    ),
-    ("docs/results.md", "where any further epochs help"): "a reading of a measured result, not a behaviour",
+    (
+        "docs/results.md",
+        "fewer epochs, never another recipe",
+    ): "how the experiments were cut down: the page's method",
+    ("docs/results.md", "never as a verdict row"): "what the page's verdict rows may hold: an editorial rule",
 }
 
 
