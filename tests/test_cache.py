@@ -241,6 +241,28 @@ def test_a_read_only_cache_folder_falls_back_to_memory(photos, tmp_path):
         folder.chmod(0o755)
 
 
+def test_a_cache_folder_on_a_read_only_filesystem_says_read_only_and_falls_back_to_memory(photos, tmp_path):
+    """A read-only mount was said as "needs 0.00 GB ... has 0.00 GB free" and stopped the run; it is said as
+    read-only, and the photos are decoded into memory as for any folder that cannot be written."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                                           capture_output=True, timeout=30).returncode != 0:  # fmt: skip
+        pytest.skip("mounting a read-only tmpfs needs root and mount")
+    try:
+        with pytest.warns(UserWarning) as said:
+            dm = _dm(photos, folder)
+            dm.setup("fit")
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+    lines = [str(w.message) for w in said if "decoded-image cache" in str(w.message)]
+    assert len(lines) == 1 and "read-only filesystem" in lines[0] and "into memory for this run" in lines[0]
+    assert "GB free" not in lines[0]
+    plain = _dm(photos, tmp_path / "unused", cache=False)
+    plain.setup("fit")
+    assert torch.equal(dm.train_set.images, plain.train_set.images)
+
+
 def test_the_cache_goes_to_cache_dir_else_the_environment_else_the_home_cache_and_never_beside_the_photos(
     photos, tmp_path, monkeypatch
 ):

@@ -116,7 +116,10 @@ def entry_bytes(count: int, size: int) -> int:
 
 
 def check_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse to start a build the disk cannot hold: one line with the numbers and the ways out."""
+    """Refuse to start a build the disk cannot hold: one line with the numbers and the ways out. A read-only
+    filesystem is said as such (an OSError: the caller decodes into memory), not as a disk without space."""
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+        raise OSError(errno.EROFS, "it is on a read-only filesystem", str(folder))
     free = shutil.disk_usage(folder).free
     if free < needed + (64 << 20):
         raise DiskFull(
