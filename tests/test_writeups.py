@@ -4,6 +4,7 @@ contrast, rescale-only inputs, the write-ups' presets and sweeps as their author
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,6 +142,32 @@ def test_rescale_only_inputs(cifar10_root):
 WRITEUP_SWEEPS = sorted((CONFIGS / "writeups" / "sweeps").glob("*.yaml"))
 
 
+def _resolved(path: Path) -> dict:
+    """A config file as dotted keys, its ``config:`` includes applied first (as LightningCLI composes them)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for inc in [raw.pop("config")] if "config" in raw else []:
+        out.update(_resolved(path.parent / inc))
+
+    def flat(node, prefix=""):
+        for k, v in node.items():
+            if isinstance(v, dict) and k in (
+                "trainer",
+                "model",
+                "data",
+                "init_args",
+                "checkpoint",
+                "optim",
+                "schedule",
+            ):
+                flat(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+
+    flat(raw)
+    return out
+
+
 @pytest.mark.parametrize("path", WRITEUP_SWEEPS, ids=[p.stem for p in WRITEUP_SWEEPS])
 def test_every_writeup_sweep_run_builds_its_net_for_its_image_size(path):
     """Each run's net, with its net_kwargs, takes the images its data gives (a flatten head is built for the
@@ -148,12 +175,14 @@ def test_every_writeup_sweep_run_builds_its_net_for_its_image_size(path):
     from cifar_pl.lit import ImageClassifier
 
     spec = load_sweep(path)
-    base = yaml.safe_load((CONFIGS.parent / spec["configs"][0]).read_text())
+    base = _resolved(CONFIGS.parent / spec["configs"][0])
     for members in spec["groups"].values():
         run = {**spec["args"], **spec["runs"][members[0]]}
-        net = run.get("model.net", base["model"]["net"])
-        kwargs = run.get("model.net_kwargs", base["model"].get("net_kwargs") or {})
-        size = run.get("data.init_args.image_size", run.get("data.image_size", 32))
+        net = run.get("model.net", base["model.net"])
+        kwargs = run.get("model.net_kwargs", base.get("model.net_kwargs") or {})
+        size = run.get(
+            "data.init_args.image_size", run.get("data.image_size", base.get("data.init_args.image_size", 32))
+        )
         model = ImageClassifier(net=net, num_classes=17, net_kwargs=kwargs, image_size=size).net.eval()
         with torch.no_grad():
             assert model(torch.zeros(2, 3, size, size)).shape == (2, 17), f"{members[0]}: {net} at {size} px"
