@@ -31,10 +31,6 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(*\[\"'])")
 
 # (page, a piece of the sentence): why the sentence is no behavioural promise. Prefer rewording to an entry here.
 NOT_PROMISES: dict[tuple[str, str], str] = {
-    ("docs/results.md", "(never used to choose"): (
-        "a behaviour promise, on the page generated from results/page.md: listed until its owner adds "
-        "(tested: tests/test_writeups.py::test_evaluate_each_epoch_is_a_curve_that_changes_nothing_else)"
-    ),
     (
         "docs/results.md",
         "fewer epochs, never another recipe",
