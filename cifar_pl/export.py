@@ -106,7 +106,7 @@ def _sidecar(predictor: Predictor, fmt: Format, file: Path, ckpt_path: Path, wit
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "size": [rules.train_size, rules.train_size],
+            "size": [rules.fixed_size or rules.train_size] * 2,
             "dynamic": ["batch"] + (["height", "width"] if rules.any_size else []),
         },  # fmt: skip
         "outputs": [LOGITS] + ([CAM] if with_cam else []),
