@@ -48,7 +48,18 @@ import yaml
 
 from .errors import BadValue, MissingFile, run_main
 from .files import write_text_atomic
-from .runs import ACTIVATION_STATS, LOG_ROOT, check_name, mean_std, read_record, read_scalars, version_dirs
+from .runs import (
+    ACTIVATION_FIELDS,
+    ACTIVATION_STATS,
+    LOG_ROOT,
+    check_name,
+    mean_std,
+    read_activation_stats,
+    read_record,
+    read_scalars,
+    version_dirs,
+)
+from .sweep_runs import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -153,8 +164,6 @@ def sweep_runs(target: str) -> list[Path]:
     """The run folders a ``record`` argument names: a sweep file's runs, or a folder of runs under the log root."""
     path = Path(target)
     if path.is_file():
-        from .sweep_runs import load_sweep
-
         spec = load_sweep(path)
         base = Path(LOG_ROOT) / spec["sweep"]
         return [base / name for name in spec["runs"] if (base / name).is_dir()]
@@ -268,8 +277,6 @@ _ROW = re.compile(r"```yaml result\n(.*?)```", re.S)
 
 def catalogue() -> dict[str, dict[str, Any]]:
     """The catalogue's entries by sweep name (``writeups/002_step1_plain``)."""
-    from .sweep_runs import load_sweep
-
     out = {}
     for entry in yaml.safe_load(CATALOGUE.read_text()):
         out[load_sweep(ROOT / entry["sweep"])["sweep"]] = entry
@@ -333,8 +340,6 @@ def _run_record(name: str) -> Path:
 def _shift(args: str) -> str:
     """The largest move of a layer's median pre-activation from one ActivationStats record to the next, over the
     layers of a run (write-up 000's "covariate shift"), with the layer's mean spread (p85 - p15) beside it."""
-    from .runs import ACTIVATION_FIELDS, read_activation_stats
-
     parts = args.split()
     if len(parts) != 1:
         raise BadValue(f"{{{{shift{args}}}}}: give one run (SWEEP/RUN)")
@@ -354,9 +359,8 @@ def _drift(args: str, draw: bool) -> str:
     if len(parts) < 2 or not re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]):
         raise BadValue(f"{{{{drift{args}}}}}: give NAME SWEEP/RUN [SWEEP/RUN ...]")
     if draw:
-        from .runs import read_activation_stats
-        from .viz.activations import drift_figure
-        from .viz.curves import save
+        from .viz.activations import drift_figure  # deferred: matplotlib, only when the page is drawn
+        from .viz.curves import save  # deferred: matplotlib
 
         fig = drift_figure({r.split("/")[-1]: read_activation_stats(_run_record(r)) for r in parts[1:]})
         CHARTS.mkdir(parents=True, exist_ok=True)
@@ -483,8 +487,6 @@ def experiment_files() -> list[str]:
 
 def covered_files(page_rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Which experiment files each row covers: its sweeps' files and their base configs, and its ``files:``."""
-    from .sweep_runs import load_sweep
-
     by_sweep = {}
     for entry in yaml.safe_load(CATALOGUE.read_text()):
         spec = load_sweep(ROOT / entry["sweep"])
