@@ -18,7 +18,7 @@ The page's source is ``results/page.md``: prose, with directives that the record
   ``min``, ``epoch=E`` (at epoch E, counted from 1), ``argmin``/``argmax`` (the epoch of the lowest/highest) or
   ``reach=X`` (the first epoch at which the value is at least X; ``each`` says ``never`` where it is not) or
   ``tail=K`` (the mean of the last K epochs);
-* ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated;
+* ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated, and n;
 * ``{{diff SWEEP/GROUP METRIC_A METRIC_B [HOW]}}``: METRIC_A - METRIC_B per run, as mean ± std (n = k);
 * ``{{table SWEEP [SWEEP ...] | METRIC [METRIC ...]}}``: one row per group of those sweeps, mean ± std per metric;
 * ``{{chart NAME SWEEP [SWEEP ...] | METRIC}}``: a chart of METRIC against the epoch, one mean curve with a ±1 std
@@ -84,10 +84,11 @@ _GROUP = re.compile(r"^(?P<group>.+?)(?:,seed=\d+|_s\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------------- records
-def record_run(run: Path, log_root: Path = Path(LOG_ROOT), results: Path = RESULTS) -> Path:
+def record_run(run: Path, log_root: Path = Path(LOG_ROOT), results: Path | None = None) -> Path:
     """Write the compact record of one finished run folder (``lightning_logs/<experiment>``) and return its
     folder under ``results``. The experiment's name comes from the run's own folder below ``log_root``, checked
     as a run name, so a record can only land below ``results``."""
+    results = RESULTS if results is None else results
     try:
         experiment = check_name(run.resolve().relative_to(log_root.resolve()).as_posix(), "run")
     except ValueError:
@@ -189,12 +190,13 @@ def record(targets: list[str]) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ reading back
-def load_group(ref: str, results: Path = RESULTS) -> list[dict[str, list[tuple[int, float]]]]:
+def load_group(ref: str, results: Path | None = None) -> list[dict[str, list[tuple[int, float]]]]:
     """The scalars of every run of group ``SWEEP/GROUP`` (e.g. ``writeups/002_step1_plain/step1_plain``)."""
+    results = RESULTS if results is None else results
     sweep, _, group = ref.rpartition("/")
     folder = results / check_name(sweep, "sweep")
     members = (
-        [d for d in sorted(folder.iterdir()) if d.is_dir() and group_of(d.name) == group]
+        [d for d in sorted(folder.iterdir()) if (d / "scalars.csv").is_file() and group_of(d.name) == group]
         if folder.is_dir()
         else []
     )
@@ -210,13 +212,16 @@ def group_of(run_name: str) -> str:
     return m.group("group") if m else run_name
 
 
-def groups_of(sweep: str, results: Path = RESULTS) -> list[str]:
+def groups_of(sweep: str, results: Path | None = None) -> list[str]:
+    results = RESULTS if results is None else results
     folder = results / check_name(sweep, "sweep")
     if not folder.is_dir():
         raise MissingFile(
             f"results/{sweep}: no records (record the sweep: python -m cifar_pl.results record ...)"
         )
-    return list(dict.fromkeys(group_of(d.name) for d in sorted(folder.iterdir()) if d.is_dir()))
+    return list(
+        dict.fromkeys(group_of(d.name) for d in sorted(folder.iterdir()) if (d / "scalars.csv").is_file())
+    )
 
 
 def _pick(curve: list[tuple[int, float]], how: str) -> float:
@@ -250,7 +255,7 @@ def _pick(curve: list[tuple[int, float]], how: str) -> float:
     )
 
 
-def each(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> list[float]:
+def each(ref: str, metric: str, how: str = "last", results: Path | None = None) -> list[float]:
     """``metric`` taken ``how`` in each run of a group (the runs in name order, i.e. by seed)."""
     values = [_pick(s[metric], how) for s in load_group(ref, results) if s.get(metric)]
     if not values:
@@ -258,7 +263,7 @@ def each(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> l
     return values
 
 
-def stat(ref: str, metric: str, how: str = "last", results: Path = RESULTS) -> tuple[float, float, int]:
+def stat(ref: str, metric: str, how: str = "last", results: Path | None = None) -> tuple[float, float, int]:
     """Mean, sample std and count over a group's runs of ``metric`` taken ``how``."""
     values = each(ref, metric, how, results)
     return (*mean_std(values), len(values))
@@ -316,7 +321,10 @@ def _each(args: str) -> str:
         raise BadValue(f"{{{{each{args}}}}}: give SWEEP/GROUP METRIC [HOW]")
     how = parts[2] if len(parts) == 3 else "last"
     digits = 0 if how.startswith(("arg", "reach")) else 3
-    return ", ".join("never" if math.isnan(v) else f"{v:.{digits}f}" for v in each(parts[0], parts[1], how))
+    values = each(parts[0], parts[1], how)
+    return (
+        ", ".join("never" if math.isnan(v) else f"{v:.{digits}f}" for v in values) + f" (n = {len(values)})"
+    )
 
 
 def _diff(args: str) -> str:
