@@ -17,7 +17,7 @@ The page's source is ``results/page.md``: prose, with directives that the record
   value and ``n = 1``), HOW being ``last`` (the last epoch's, the default), ``first``, ``best`` (highest),
   ``min``, ``epoch=E`` (at epoch E, counted from 1), ``argmin``/``argmax`` (the epoch of the lowest/highest) or
   ``reach=X`` (the first epoch at which the value is at least X; ``each`` says ``never`` where it is not) or
-  ``tail=K`` (the mean of the last K epochs);
+  ``tail=K`` (the mean of the last K epochs) or ``epochs`` (the last epoch logged);
 * ``{{each SWEEP/GROUP METRIC [HOW]}}``: the value of each run of the group (by seed), comma-separated, and n;
 * ``{{diff SWEEP/GROUP METRIC_A METRIC_B [HOW]}}``: METRIC_A - METRIC_B per run, as mean ± std (n = k);
 * ``{{table SWEEP [SWEEP ...] | METRIC [METRIC ...]}}``: one row per group of those sweeps, mean ± std per metric;
@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from .errors import BadValue, MissingFile, run_main
+from .errors import BadFile, BadValue, MissingFile, run_main
 from .files import write_text_atomic
 from .runs import (
     ACTIVATION_FIELDS,
@@ -147,17 +147,25 @@ def _fmt_csv(v: float | None) -> str:
 
 def read_csv(path: Path) -> dict[str, list[tuple[int, float]]]:
     """A record's ``scalars.csv`` as ``tag -> [(epoch, value), ...]`` (epochs from 1)."""
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise MissingFile(f"{path}: cannot be read ({e.strerror}); record the run again") from None
     if not rows or rows[0][:1] != ["epoch"]:
-        raise BadValue(f"{path}: not a scalars.csv of a record (no epoch column)")
+        raise BadFile(f"{path}: not a scalars.csv of a record (no epoch column); record the run again")
     tags = rows[0][1:]
     out: dict[str, list[tuple[int, float]]] = {t: [] for t in tags}
-    for row in rows[1:]:
-        epoch = int(row[0])
-        for tag, cell in zip(tags, row[1:], strict=True):
-            if cell != "":
-                out[tag].append((epoch, float(cell)))
+    for line, row in enumerate(rows[1:], 2):
+        try:
+            epoch = int(row[0])
+            for tag, cell in zip(tags, row[1:], strict=True):
+                if cell != "":
+                    out[tag].append((epoch, float(cell)))
+        except (ValueError, IndexError):
+            raise BadFile(
+                f"{path}:{line}: not a row of numbers under its header; record the run again"
+            ) from None
     return out
 
 
@@ -236,6 +244,8 @@ def _pick(curve: list[tuple[int, float]], how: str) -> float:
         return float(pick(curve, key=lambda ev: ev[1])[0])
     if how == "first":
         return curve[0][1]
+    if how == "epochs":  # how many epochs logged the value (a run stopped early logs fewer)
+        return float(curve[-1][0])
     if how.startswith("tail="):  # the mean of the last K epochs (a noisy per-epoch curve)
         k = int(how.split("=", 1)[1])
         return sum(v for _, v in curve[-k:]) / len(curve[-k:])
@@ -251,13 +261,16 @@ def _pick(curve: list[tuple[int, float]], how: str) -> float:
                 return v
         raise BadValue(f"no value at epoch {at} (the curve has epochs {curve[0][0]}..{curve[-1][0]})")
     raise BadValue(
-        f"{how!r}: a value is last (default), first, best, min, argmin, argmax, reach=X, tail=K or epoch=E"
+        f"{how!r}: a value is last (default), first, best, min, argmin, argmax, reach=X, tail=K, epochs or epoch=E"
     )
 
 
 def each(ref: str, metric: str, how: str = "last", results: Path | None = None) -> list[float]:
     """``metric`` taken ``how`` in each run of a group (the runs in name order, i.e. by seed)."""
-    values = [_pick(s[metric], how) for s in load_group(ref, results) if s.get(metric)]
+    try:
+        values = [_pick(s[metric], how) for s in load_group(ref, results) if s.get(metric)]
+    except ValueError:  # tail=x, epoch=x, reach=x
+        raise BadValue(f"{how!r}: K, E and X of tail=K, epoch=E, reach=X are numbers") from None
     if not values:
         raise MissingFile(f"results/{ref}: no run logged {metric}")
     return values
@@ -320,7 +333,7 @@ def _each(args: str) -> str:
     if len(parts) not in (2, 3):
         raise BadValue(f"{{{{each{args}}}}}: give SWEEP/GROUP METRIC [HOW]")
     how = parts[2] if len(parts) == 3 else "last"
-    digits = 0 if how.startswith(("arg", "reach")) else 3
+    digits = 0 if how.startswith(("arg", "reach", "epochs")) else 3
     values = each(parts[0], parts[1], how)
     return (
         ", ".join("never" if math.isnan(v) else f"{v:.{digits}f}" for v in values) + f" (n = {len(values)})"
@@ -345,21 +358,26 @@ def _run_record(name: str) -> Path:
     return folder
 
 
-def _shift(args: str) -> str:
+def shift_of(record: Path) -> float:
     """The largest move of a layer's median pre-activation from one ActivationStats record to the next, over the
-    layers of a run (write-up 000's "covariate shift"), with the layer's mean spread (p85 - p15) beside it."""
+    layers of a run (write-up 000's "covariate shift")."""
+    history = read_activation_stats(record)
+    p50 = ACTIVATION_FIELDS.index("p50")
+    moves = [abs(b[p50] - a[p50]) for rows in history.values() for a, b in zip(rows, rows[1:], strict=False)]
+    return max(moves, default=0.0)
+
+
+def _shift(args: str) -> str:
     parts = args.split()
     if len(parts) != 1:
-        raise BadValue(f"{{{{shift{args}}}}}: give one run (SWEEP/RUN)")
-    history = read_activation_stats(_run_record(parts[0]))
-    p50, p15, p85 = (ACTIVATION_FIELDS.index(f) for f in ("p50", "p15", "p85"))
-    jump, spread = 0.0, 0.0
-    for rows in history.values():
-        moves = [abs(b[p50] - a[p50]) for a, b in zip(rows, rows[1:], strict=False)]
-        if moves and max(moves) > jump:
-            jump = max(moves)
-            spread = sum(r[p85] - r[p15] for r in rows) / len(rows)
-    return f"{jump:.3f} (that layer's 15th-85th percentile spread {spread:.3f})"
+        raise BadValue(f"{{{{shift{args}}}}}: give one group (SWEEP/GROUP)")
+    sweep, _, group = parts[0].rpartition("/")
+    folder = RESULTS / check_name(sweep, "sweep")
+    runs = [d for d in sorted(folder.iterdir()) if group_of(d.name) == group] if folder.is_dir() else []
+    values = [shift_of(d) for d in runs if (d / ACTIVATION_STATS).is_file()]
+    if not values:
+        raise MissingFile(f"results/{parts[0]}: no run of this group recorded activation statistics")
+    return ", ".join(f"{v:.3f}" for v in values) + f" (n = {len(values)})"
 
 
 def _drift(args: str, draw: bool) -> str:
@@ -396,7 +414,7 @@ def _table(args: str) -> str:
                     cells.append(f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}")
                 except MissingFile:
                     cells.append("")
-            n = len(load_group(ref))
+            n = sum(1 for s in load_group(ref) if s.get(metrics[0]))
             lines.append(f"| {sweep.split('/')[-1]}: {group} (n = {n}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -456,7 +474,12 @@ def rows(text: str) -> list[dict[str, Any]]:
     """The verdict rows of an expanded page, checked: every key, a known verdict, unique ids."""
     out = []
     for block in _ROW.findall(text):
-        row = yaml.safe_load(block)
+        try:
+            row = yaml.safe_load(block)
+        except yaml.YAMLError as e:
+            raise BadValue(f"a result row is not YAML ({str(e).splitlines()[0]}): {block[:60]!r}") from None
+        if not isinstance(row, dict):
+            raise BadValue(f"a result row is a mapping of {', '.join(ROW_KEYS)}; got {block[:60]!r}")
         missing = [k for k in ROW_KEYS if k not in row]
         if missing:
             raise BadValue(f"result row {row.get('id', '?')} lacks {', '.join(missing)}")

@@ -31,10 +31,6 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(*\[\"'])")
 
 # (page, a piece of the sentence): why the sentence is no behavioural promise. Prefer rewording to an entry here.
 NOT_PROMISES: dict[tuple[str, str], str] = {
-    (
-        "docs/results.md",
-        "fewer epochs, never another recipe",
-    ): "how the experiments were cut down: the page's method",
     ("docs/results.md", "never as a verdict row"): "what the page's verdict rows may hold: an editorial rule",
 }
 
