@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import re
 import sys
@@ -110,14 +111,21 @@ def record_run(run: Path, log_root: Path = Path(LOG_ROOT), results: Path | None 
     write_text_atomic(out / "run.json", _json(kept))
     write_text_atomic(out / "scalars.csv", scalars_csv(read_scalars(run)))
     stats = versions[-1] / ACTIVATION_STATS
-    if stats.is_file():  # ActivationStats' history (write-up 000's drift figure): a few kB
-        write_text_atomic(out / ACTIVATION_STATS, stats.read_text())
+    if (
+        stats.is_file()
+    ):  # ActivationStats' history (write-up 000's drift figure), compact: 4 significant digits
+        layers = {
+            k: [[float(f"{x:.4g}") for x in row] for row in rows]
+            for k, rows in read_activation_stats(stats.parent).items()
+        }
+        write_text_atomic(
+            out / ACTIVATION_STATS,
+            json.dumps({"fields": list(ACTIVATION_FIELDS), "layers": layers}, separators=(",", ":")),
+        )
     return out
 
 
 def _json(data: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
 
 
