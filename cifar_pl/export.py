@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .serve.engine import CAM, INPUT, LOGITS, SIDECAR_VERSION, sidecar_path
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+ALLOWED_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts")}
 OPSET = 17
 # Nets that cannot be exported, and why (looked up by registered name). Every other registered net exports; the
 # test suite exports one net of each family and compares it with the checkpoint's eager outputs.
@@ -151,6 +153,12 @@ def export(
         )
     if out.is_dir():
         raise BadValue(f"--out {out} is a folder; name the file (e.g. {out / ('model' + SUFFIXES[fmt])})")
+    if out.resolve() == path.resolve() or (out.exists() and os.path.samefile(out, path)):
+        raise BadValue(f"--out {out} is the checkpoint being exported; name another file (e.g. "
+                       f"{path.with_suffix(SUFFIXES[fmt])})")  # fmt: skip
+    if out.suffix.lower() not in ALLOWED_SUFFIXES[fmt]:
+        raise BadValue(f"--out {out}: --format {fmt} writes a {' or '.join(ALLOWED_SUFFIXES[fmt])} file "
+                       f"(e.g. {out.with_suffix(SUFFIXES[fmt])}); or pass the --format the name says")  # fmt: skip
     check_writable_folder(out.parent, "--out")
     predictor = Predictor.from_checkpoint(path)
     if predictor.checkpoint.net in REFUSED:

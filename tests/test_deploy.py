@@ -132,11 +132,21 @@ def test_export_finds_last_and_best_writes_beside_them_and_the_sidecar_says_what
         (["--ckpt_path", "{garbage}"], "is not a readable PyTorch weights file"),
         (["--ckpt_path", "{ckpt}", "--out", "{tmp}/m.json"], ".json is the sidecar's name"),
         (["--ckpt_path", "{ckpt}", "--refused"], "net model_gap cannot be exported: its head is a test's"),
+        (["--ckpt_path", "{ckpt}", "--out", "{ckpt}"], "is the checkpoint being exported"),
+        (["--ckpt_path", "{ckpt}", "--out", "{tmp}/best.ckpt"], "is the checkpoint being exported"),
+        (["--ckpt_path", "{tmp}/best.ckpt", "--out", "{ckpt}"], "is the checkpoint being exported"),
+        (["--ckpt_path", "{ckpt}", "--out", "{tmp}/m.bin"], "--format onnx writes a .onnx file"),
+        (
+            ["--ckpt_path", "{ckpt}", "--out", "{tmp}/m.onnx", "--format", "torchscript"],
+            "--format torchscript writes a .pt or .ts file",
+        ),  # fmt: skip
     ],
 )
 def test_a_bad_export_is_one_line_and_exit_2(args, said, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ckpt = write_net_checkpoint(tmp_path / "m.ckpt", "model_gap")
+    (tmp_path / "best.ckpt").symlink_to(ckpt)  # as fit links best.ckpt
+    before = ckpt.read_bytes()
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
     if "--refused" in args:
         monkeypatch.setitem(export_module.REFUSED, "model_gap", "its head is a test's")
@@ -145,7 +155,8 @@ def test_a_bad_export_is_one_line_and_exit_2(args, said, tmp_path, monkeypatch, 
     code = cli(["export", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and said in err[-1] and "Traceback" not in "\n".join(err)
-    assert not list(tmp_path.glob("*.onnx"))
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
+    assert ckpt.read_bytes() == before  # the checkpoint is never overwritten
 
 
 def _photos(folder: Path) -> list[Path]:
