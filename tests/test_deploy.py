@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -287,6 +288,56 @@ def test_parallel_requests_all_get_200(server):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda p: post(f"{server}/predict?cam=1", p, "image/jpeg")[0], photos))
     assert results == [200] * 32
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads this process's RSS from /proc")
+def test_header_only_big_pngs_sent_at_once_are_refused_or_decoded_a_few_at_a_time(server, monkeypatch):
+    """A PNG of ~100 bytes whose header says 6000x6000 (36 MP) is refused from its header; 8 that say 15 MP, sent
+    at once, are decoded at most MAX_CONCURRENT at a time, so the server's memory grows by far less than 8 x 60 MB."""
+    import threading
+
+    import cifar_pl.serve.app as app_module
+
+    results = [post(f"{server}/predict", png_bomb(6000, 6000), "image/png") for _ in range(8)]
+    for status, answer, _ in results:
+        assert status == 400 and "over the limit of 16 MP" in answer["error"]
+
+    running, peak, lock, real = [0], [0], threading.Lock(), app_module.answer
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(app_module, "answer", counted)
+    before, top, stop = _rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            top[0] = max(top[0], _rss_mb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: post(f"{server}/predict", png_bomb(3900, 3900), "image/png")[0],
+                                 range(8)))  # fmt: skip
+    stop.set()
+    sampler.join()
+    assert statuses == [400] * 8  # decoded (15.2 MP is under the cap), then found truncated
+    assert peak[0] <= app_module.MAX_CONCURRENT
+    assert top[0] - before < 300
 
 
 def test_the_page_and_info_are_served(server, engine):

@@ -20,6 +20,7 @@ directly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import io
 import re
@@ -49,7 +50,13 @@ except ImportError:  # an optional extra: said when the server starts, not when 
     Starlette = None
 
 MAX_UPLOAD_MB = 20
-SERVE_MAX_PIXELS = 40_000_000  # a 48-MP phone photo is refused; decoded RGB of 40 MP is 120 MB per request
+# A net of 32-224 px needs nothing near this; a 12-MP phone photo (4032 x 3024) fits. Pillow holds a decoding RGB
+# image at 4 bytes a pixel and the conversion makes a second copy, so one 16-MP request may take ~130 MB, and a
+# 100-byte PNG can say it is that large: the cap and MAX_CONCURRENT together bound the memory decoding can take.
+SERVE_MAX_PIXELS = 16_000_000
+MAX_CONCURRENT = (
+    2  # decodes + inferences at once; the others wait (ONNX Runtime uses every core for one anyway)
+)
 RAW_TYPES = ("image/", "application/octet-stream")
 OVERLAY_SIDE = 320  # long side of the CAM picture the page shows
 
@@ -153,9 +160,11 @@ def answer(predictor: OnnxPredictor, data: bytes, k: int, cam: bool, max_pixels:
 
 
 def build_app(predictor: OnnxPredictor, top_k: int = 3, max_upload_mb: int = MAX_UPLOAD_MB,
-              max_pixels: int = SERVE_MAX_PIXELS) -> Starlette:  # fmt: skip
-    """The ASGI app serving ``predictor`` (see the module docstring)."""
+              max_pixels: int = SERVE_MAX_PIXELS, max_concurrent: int = MAX_CONCURRENT) -> Starlette:  # fmt: skip
+    """The ASGI app serving ``predictor`` (see the module docstring): at most ``max_concurrent`` images are decoded
+    and run at once, so memory stays bounded by about ``max_concurrent`` x (``max_pixels`` x 8 bytes)."""
     limit = max_upload_mb * 2**20
+    gate = asyncio.Semaphore(max_concurrent)
     info = {"net": predictor.rules.net, "classes": predictor.classes, "image_size": predictor.rules.train_size,
             "top_k": min(top_k, len(predictor.classes)), "cam": predictor.has_cam, "max_upload_mb": max_upload_mb,
             "max_pixels": max_pixels}  # fmt: skip
@@ -166,7 +175,9 @@ def build_app(predictor: OnnxPredictor, top_k: int = 3, max_upload_mb: int = MAX
             k = _parse_k(request.query_params.get("k"), top_k, len(predictor.classes))
             cam = request.query_params.get("cam", "0").lower() in ("1", "true", "yes")
             data = await read_upload(request, limit)
-            return JSONResponse(await run_in_threadpool(answer, predictor, data, k, cam, max_pixels))
+            async with gate:
+                done = await run_in_threadpool(answer, predictor, data, k, cam, max_pixels)
+            return JSONResponse(done)
         except Refused as e:
             return _error(e.status, str(e))
         except ClientDisconnect:
@@ -220,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--top-k", type=int, default=3, help="classes answered when a request names no k (default 3)"
     )
+    p.add_argument("--max-pixels", type=int, default=SERVE_MAX_PIXELS,
+                   help=f"largest image in pixels, read from its header (default {SERVE_MAX_PIXELS:,})")  # fmt: skip
+    p.add_argument("--max-concurrent", type=int, default=MAX_CONCURRENT,
+                   help=f"images decoded and run at once; the rest wait (default {MAX_CONCURRENT})")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     p.add_argument(
         "--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help=f"largest upload (default {MAX_UPLOAD_MB})"
@@ -230,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         check_number("--port", args.port, 1, 65535, integer=True)
         check_number("--top-k", args.top_k, 1, integer=True)
         check_number("--max-upload-mb", args.max_upload_mb, 1, 1024, integer=True)
+        check_number("--max-pixels", args.max_pixels, 1, MAX_PIXELS, integer=True)
+        check_number("--max-concurrent", args.max_concurrent, 1, 64, integer=True)
         if args.threads is not None:
             check_number("--threads", args.threads, 1, 1024, integer=True)
         if Starlette is None:
             raise BadValue("serve needs starlette and uvicorn: pip install 'cifar-pl[serve]'")
         predictor = exported_predictor(args.ckpt, args.experiment, args.threads)
-        app = build_app(predictor, args.top_k, args.max_upload_mb, min(SERVE_MAX_PIXELS, MAX_PIXELS))
+        app = build_app(predictor, args.top_k, args.max_upload_mb, args.max_pixels, args.max_concurrent)
         print(f"serving {predictor.rules.net} ({len(predictor.classes)} classes) on http://{args.host}:{args.port}/",
               flush=True)  # fmt: skip
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
