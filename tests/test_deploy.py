@@ -290,6 +290,35 @@ def test_parallel_requests_all_get_200(server):
     assert results == [200] * 32
 
 
+def test_a_chunked_multipart_upload_over_the_limit_is_cut_off_while_it_streams(engine):
+    """No Content-Length (chunked transfer): the app stops reading soon after the limit and answers 413 with one
+    line of JSON, rather than spooling all of it to disk first."""
+    import asyncio
+
+    app = build_app(engine, max_upload_mb=1)
+    head, ctype = multipart(b"")
+    head = head[: head.index(b"\r\n--", 10)]  # the part's headers, then the file's bytes stream
+    chunk, total, pulled, sent = b"\xff" * 2**16, 64 * 2**20, [0], []
+
+    async def receive() -> dict:
+        body = head if pulled[0] == 0 else chunk
+        pulled[0] += len(body)
+        return {"type": "http.request", "body": body, "more_body": pulled[0] < total}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", ctype.encode()), (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    raw = b"".join(m.get("body", b"") for m in sent[1:])
+    assert raw.count(b"\n") == 0 and "over 1 MB" in json.loads(raw)["error"]
+    assert pulled[0] < 2 * 2**20  # of the 64 MB sent
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -57,6 +57,7 @@ SERVE_MAX_PIXELS = 16_000_000
 MAX_CONCURRENT = (
     2  # decodes + inferences at once; the others wait (ONNX Runtime uses every core for one anyway)
 )
+FORM_OVERHEAD = 64 * 1024  # a form's boundaries and headers around the file, allowed over the limit
 RAW_TYPES = ("image/", "application/octet-stream")
 OVERLAY_SIDE = 320  # long side of the CAM picture the page shows
 
@@ -96,18 +97,35 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _replayed(body: bytes):
+    """An ASGI receive channel that hands over ``body`` (already read and bounded) once."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 async def read_upload(request: Request, limit: int) -> bytes:
-    """The image bytes of a request: multipart field ``file`` or the raw body; a Refused for anything else."""
+    """The image bytes of a request: multipart field ``file`` or the raw body; a Refused for anything else. Every
+    body is read through ``_body``, so one sent without a Content-Length (chunked) is cut off at the limit too:
+    a form is parsed from the bounded bytes, never spooled by Starlette to disk unbounded."""
     ctype = request.headers.get("content-type", "").lower()
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
+    if length is not None and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
         raise Refused(
             413,
             f"the upload is {int(length) / 2**20:.0f} MB, over {limit / 2**20:.0f} MB; send a smaller image",
         )
     if ctype.startswith("multipart/form-data"):
+        bounded = Request(request.scope, _replayed(await _body(request, limit + FORM_OVERHEAD)))
         try:
-            form = await request.form(max_files=1, max_fields=8, max_part_size=limit)
+            form = await bounded.form(max_files=1, max_fields=8, max_part_size=limit)
         except HTTPException as e:  # Starlette's own refusal of a malformed or oversized form
             raise Refused(
                 413 if "size" in str(e.detail).lower() else 400, f"the form was refused: {e.detail}"
