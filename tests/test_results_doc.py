@@ -155,3 +155,10 @@ def test_every_experiment_file_has_a_result_row():
     covered = R.covered_files(R.rows(R.PAGE.read_text()))
     missing = [f for f in R.experiment_files() if f not in covered]
     assert not missing, f"experiment files with no result row: {missing}"
+
+
+def test_every_chart_in_the_folder_is_on_the_page():
+    """No stale chart: each PNG under docs/img/results/ is drawn by the page (python -m cifar_pl.results page)."""
+    shown = set(re.findall(r"\]\(img/results/([^)]+)\)", R.PAGE.read_text()))
+    stale = sorted(p.name for p in R.CHARTS.glob("*.png") if p.name not in shown)
+    assert not stale, f"charts no page shows: {stale}"
