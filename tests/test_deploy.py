@@ -22,6 +22,7 @@ from cifar_pl.__main__ import main as cli
 from cifar_pl.evaluation import class_activation_map
 from cifar_pl.export import export, file_digest
 from cifar_pl.inference import Predictor
+from cifar_pl.predict import main as predict_cli
 from cifar_pl.predict import predict as predict_main
 
 from .helpers import REPO, write_photo
@@ -317,6 +318,59 @@ def test_a_chunked_multipart_upload_over_the_limit_is_cut_off_while_it_streams(e
     raw = b"".join(m.get("body", b"") for m in sent[1:])
     assert raw.count(b"\n") == 0 and "over 1 MB" in json.loads(raw)["error"]
     assert pulled[0] < 2 * 2**20  # of the 64 MB sent
+
+
+def test_an_unexpected_failure_is_a_500_with_one_line_of_json_and_the_server_answers_the_next(
+    server, monkeypatch
+):
+    import cifar_pl.serve.app as app_module
+
+    def broken(*args):
+        raise RuntimeError("the net broke\nsecond line")
+
+    monkeypatch.setattr(app_module, "answer", broken)
+    status, answer, raw = post(f"{server}/predict", _jpeg(), "image/jpeg")
+    assert status == 500 and raw.count(b"\n") == 0
+    assert answer == {"error": "internal error: RuntimeError: the net broke"}
+    monkeypatch.undo()
+    assert post(f"{server}/predict", _jpeg(), "image/jpeg")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def flatten_export(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("flatten")
+    return export(write_net_checkpoint(folder / "g.ckpt", "model_g"), "onnx", folder / "g.onnx").file
+
+
+@pytest.mark.parametrize(
+    "net, change, said",
+    [
+        ("gap", {"classes": [f"c{i}" for i in range(9)]}, "the net gives 10 logits but the sidecar names 9 classes"),
+        ("gap", {"classes": [f"c{i}" for i in range(11)]}, "the net gives 10 logits but the sidecar names 11"),
+        ("flatten", {"image_size": 40, "fixed_size": 40}, "the net takes 32x32 images but the sidecar says 40x40"),
+        ("flatten", {"image_size": 40, "fixed_size": None}, "the net takes 32x32 images but the sidecar says 40x40"),
+        ("flatten", {"fixed_size": None, "any_size": True}, "the net takes 32x32 images but the sidecar says any size"),
+    ],
+)  # fmt: skip
+def test_a_sidecar_that_contradicts_its_graph_is_one_line_and_exit_2_for_predict_and_serve(
+    net, change, said, engine, flatten_export, tmp_path, capsys
+):
+    source = engine.file if net == "gap" else flatten_export
+    model = tmp_path / "m.onnx"
+    model.write_bytes(source.read_bytes())
+    meta = json.loads(Path(f"{source}.json").read_text())
+    Path(f"{model}.json").write_text(json.dumps({**meta, **change}))
+    photo = write_photo(tmp_path / "p.jpg", (200, 30, 30), size=(50, 40))
+    for run in (
+        lambda: predict_cli(
+            [str(photo), "--engine", "onnx", "--ckpt", str(model), "--out", str(tmp_path / "p.csv")]
+        ),
+        lambda: cli(["serve", "--ckpt_path", str(model), "--port", "1"]),
+    ):
+        assert run() == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and said in err[0], err
+    assert not (tmp_path / "p.csv").exists()
 
 
 def _rss_mb() -> float:

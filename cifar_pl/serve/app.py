@@ -213,9 +213,14 @@ def build_app(predictor: OnnxPredictor, top_k: int = 3, max_upload_mb: int = MAX
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail))
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # no plain-text 500 reaches a client; Starlette re-raises after this answer, so uvicorn logs the traceback
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return _error(500, f"internal error: {type(exc).__name__}: {first}".rstrip(": "))
+
     routes = [Route("/", index), Route("/predict", predict, methods=["POST"]), Route("/info", get_info),
               Route("/health", health)]  # fmt: skip
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
 
 
 def exported_predictor(ckpt: str, experiment: str, threads: int | None) -> OnnxPredictor:

@@ -125,10 +125,32 @@ class OnnxPredictor(PredictsFiles):
                 f"'{model_file}' does not take uint8 '{INPUT}' or give {self.meta['outputs']} as its sidecar says; "
                 f"export it again with python -m cifar_pl export"
             )
+        self._check_shapes(model_file, inputs[0].shape, self.session.get_outputs()[0].shape)
         self.classes: list[str] = list(self.meta["classes"])
         self.rules = InputRules(self.meta["image_size"], self.meta["resize"], self.meta["fixed_size"],
                                 self.meta["any_size"], str(self.meta.get("net", "the net")))  # fmt: skip
         self.has_cam = CAM in names
+
+    def _check_shapes(self, model_file: Path, input_shape: list, logits_shape: list) -> None:
+        """The sidecar's class count and image size against what the graph itself says: a sidecar from another
+        export would otherwise mislabel silently, fail on an index, or fail inside ONNX Runtime."""
+        redo = f"; the sidecar {sidecar_path(model_file)} is not this file's: export it again"
+        meta, problems = self.meta, []
+        n_out = logits_shape[-1] if len(logits_shape) == 2 else None
+        if isinstance(n_out, int) and n_out != len(meta["classes"]):
+            problems.append(
+                f"the net gives {n_out} logits but the sidecar names {len(meta['classes'])} classes"
+            )
+        hw = input_shape[1:3] if len(input_shape) == 4 else []
+        fixed = [d for d in hw if isinstance(d, int)]
+        side = meta["fixed_size"] or meta["image_size"]
+        if fixed and (meta["any_size"] or any(d != side for d in fixed)):
+            said = "any size" if meta["any_size"] else f"{side}x{side}"
+            problems.append(
+                f"the net takes {'x'.join(str(d) for d in hw)} images but the sidecar says {said}"
+            )
+        if problems:
+            raise BadFile(f"'{model_file}': {'; '.join(problems)}{redo}")
 
     def run(self, images: np.ndarray, cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N x classes, float32) of uint8 N x H x W x 3 images, and their CAMs (N x classes x h x w) when
