@@ -87,3 +87,14 @@ def run_main(fn: Callable[[], object]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def run_main_code(fn: Callable[[], int]) -> int:
+    """``run_main`` for a body that returns its own exit code (0, or e.g. 1 for a check that failed)."""
+    code = 0
+
+    def body() -> None:
+        nonlocal code
+        code = fn()
+
+    return run_main(body) or code

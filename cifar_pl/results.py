@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from .errors import BadFile, BadValue, MissingFile, run_main
+from .errors import BadFile, BadValue, MissingFile, run_main_code
 from .files import write_text_atomic
 from .runs import (
     ACTIVATION_FIELDS,
@@ -600,13 +600,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = 0
-
-    def body():
-        nonlocal code
-        code = _main(argv)
-
-    return run_main(body) or code
+    return run_main_code(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import BadValue, run_main
+from .errors import BadValue, run_main_code
 from .runs import LOG_ROOT
 from .sweep_runs import (  # noqa: F401  (the sweep's library, also used from here by tests and scripts)
     DEFAULT_COMPARE,
@@ -292,13 +292,7 @@ def _search(spec: dict[str, Any], extra: list[str], args: argparse.Namespace, re
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = 0
-
-    def body():
-        nonlocal code
-        code = sweep(argv)
-
-    return run_main(body) or code
+    return run_main_code(lambda: sweep(argv))
 
 
 if __name__ == "__main__":
