@@ -23,11 +23,6 @@ from PIL import Image, ImageOps
 from .errors import BadFile, MissingFile
 
 ResizeMode = Literal["squash", "crop"]
-SizeMode = Literal["train", "auto", "native"]
-FAR_LARGER = 4  # own-size prediction of images this many times the training size or more is flagged
-MAX_SIDE = (
-    1024  # own-size prediction: a larger photo is scaled down to this long side (memory grows with area)
-)
 MAX_PIXELS = (
     50_000_000  # 50 MP: a 7000 x 7000 photo; a 100-MP scan needs max_pixels raised (Pillow stops at 178 MP)
 )

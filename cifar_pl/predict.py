@@ -62,6 +62,8 @@ def load_predictor(engine: str, path: str, device: str = "cpu", threads: int | N
             raise BadValue(f"--engine onnx runs an exported .onnx file, not {path}; write one with "
                            f"python -m cifar_pl export --ckpt_path {path}")  # fmt: skip
         return OnnxPredictor(path, threads)
+    if Path(path).suffix == ".onnx":  # torch would say it cannot unpickle it
+        raise BadValue(f"--ckpt {path} is an ONNX export: add --engine onnx")
     import torch  # deferred: the onnx engine runs without torch
 
     from .devices import parse_device  # deferred: it imports torch

@@ -373,6 +373,35 @@ def test_a_sidecar_that_contradicts_its_graph_is_one_line_and_exit_2_for_predict
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2_and_a_stop_waits_5_s_at_most(
+    engine, capsys, monkeypatch
+):
+    import socket
+
+    import cifar_pl.serve.app as app_module
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert cli(["serve", "--ckpt_path", str(engine.file), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --port {port} on 127.0.0.1 cannot be listened on"), (
+        err
+    )
+    seen = {}
+    monkeypatch.setattr(app_module.uvicorn, "run", lambda app, **kw: seen.update(kw))
+    assert cli(["serve", "--ckpt_path", str(engine.file), "--port", str(port)]) == 0
+    assert seen["port"] == port and seen["timeout_graceful_shutdown"] == 5
+
+
+def test_predict_with_an_onnx_file_but_the_torch_engine_says_add_engine_onnx(engine, tmp_path, capsys):
+    photo = write_photo(tmp_path / "p.jpg", (200, 30, 30), size=(50, 40))
+    assert predict_cli([str(photo), "--ckpt", str(engine.file), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --ckpt {engine.file} is an ONNX export: add --engine onnx"]
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

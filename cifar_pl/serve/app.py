@@ -24,6 +24,7 @@ import asyncio
 import base64
 import io
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ MAX_CONCURRENT = (
 )
 FORM_OVERHEAD = 64 * 1024  # a form's boundaries and headers around the file, allowed over the limit
 RAW_TYPES = ("image/", "application/octet-stream")
+GRACEFUL_SHUTDOWN_S = 5
 OVERLAY_SIDE = 320  # long side of the CAM picture the page shows
 
 
@@ -223,6 +225,18 @@ def build_app(predictor: OnnxPredictor, top_k: int = 3, max_upload_mb: int = MAX
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse in one line a port this process cannot listen on (taken, or not allowed), before uvicorn says it in a
+    log line and exits 1."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind((host, port))
+    except OSError as e:
+        raise BadValue(f"--port {port} on {host} cannot be listened on ({e.strerror or e}); choose another --port "
+                       f"(or stop what holds it)") from None  # fmt: skip
+
+
 def exported_predictor(ckpt: str, experiment: str, threads: int | None) -> OnnxPredictor:
     """The predictor of an ``.onnx`` file, or of a checkpoint exported by a child process (so this process never
     holds torch) into a temporary folder, read into memory and removed."""
@@ -275,10 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         if Starlette is None:
             raise BadValue("serve needs starlette and uvicorn: pip install 'cifar-pl[serve]'")
         predictor = exported_predictor(args.ckpt, args.experiment, args.threads)
+        check_port_free(args.host, args.port)
         app = build_app(predictor, args.top_k, args.max_upload_mb, args.max_pixels, args.max_concurrent)
         print(f"serving {predictor.rules.net} ({len(predictor.classes)} classes) on http://{args.host}:{args.port}/",
               flush=True)  # fmt: skip
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # a client that holds its connection open cannot hold up a stop (SIGTERM, Ctrl+C) past this
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # fmt: skip
 
     return run_main(run)
 
