@@ -38,7 +38,7 @@ from .files import check_writable_folder, write_bytes_atomic, write_text_atomic
 from .inference import Predictor
 from .lit.tta import tta_logits
 from .runs import resolve_ckpt_path
-from .serve.engine import CAM, INPUT, LOGITS, SIDECAR_VERSION, sidecar_path
+from .serve.engine import CAM, GRAPH_IMAGE_SIZE, GRAPH_RESIZE, INPUT, LOGITS, SIDECAR_VERSION, sidecar_path
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -138,6 +138,16 @@ def to_bytes(module: Deployable, fmt: Format, example: torch.Tensor, any_size: b
     return buf.getvalue()
 
 
+def with_metadata(onnx_bytes: bytes, props: dict[str, str]) -> bytes:
+    """The ONNX file with ``props`` in its metadata: what the graph's shape cannot say (the training size of a
+    global-pooling net, the resizing rule), so the engine can check the sidecar against the file itself."""
+    import onnx  # deferred: the onnx extra, needed only here
+
+    model = onnx.load_from_string(onnx_bytes)
+    onnx.helper.set_model_props(model, props)
+    return model.SerializeToString()
+
+
 def export(
     ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None = None, experiment: str = "default"
 ) -> Exported:
@@ -178,6 +188,8 @@ def export(
         other = "torchscript" if fmt == "onnx" else "onnx"
         raise BadFile(f"{path}: net {rules.net} cannot be exported to {fmt} ({type(e).__name__}: {first}); "
                       f"try --format {other}") from e  # fmt: skip
+    if fmt == "onnx":
+        data = with_metadata(data, {GRAPH_IMAGE_SIZE: str(rules.train_size), GRAPH_RESIZE: rules.resize})
     meta = _sidecar(predictor, fmt, out, path, with_cam)
     write_bytes_atomic(out, data, hint="or export to another folder with --out")
     side_file = sidecar_path(out)

@@ -350,6 +350,8 @@ def flatten_export(tmp_path_factory) -> Path:
         ("flatten", {"image_size": 40, "fixed_size": 40}, "the net takes 32x32 images but the sidecar says 40x40"),
         ("flatten", {"image_size": 40, "fixed_size": None}, "the net takes 32x32 images but the sidecar says 40x40"),
         ("flatten", {"fixed_size": None, "any_size": True}, "the net takes 32x32 images but the sidecar says any size"),
+        ("gap", {"image_size": 48}, "the net was exported at 32 px but the sidecar says 48"),
+        ("gap", {"resize": "crop"}, "the net was trained with resize squash but the sidecar says crop"),
     ],
 )  # fmt: skip
 def test_a_sidecar_that_contradicts_its_graph_is_one_line_and_exit_2_for_predict_and_serve(

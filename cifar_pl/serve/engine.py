@@ -27,6 +27,7 @@ except ImportError:  # an optional extra: said when a predictor is made, not whe
 
 SIDECAR_VERSION = 1
 INPUT, LOGITS, CAM = "images", "logits", "cam"
+GRAPH_IMAGE_SIZE, GRAPH_RESIZE = "cifar_pl.image_size", "cifar_pl.resize"  # in the ONNX file's own metadata
 MAX_CLASSES = 100_000
 MAX_SIDE_OF_NET = 4096
 
@@ -149,6 +150,14 @@ class OnnxPredictor(PredictsFiles):
             problems.append(
                 f"the net takes {'x'.join(str(d) for d in hw)} images but the sidecar says {said}"
             )
+        # what the shape cannot say (a pooling net takes any size), export also writes into the file itself
+        props = self.session.get_modelmeta().custom_metadata_map
+        if GRAPH_IMAGE_SIZE in props and props[GRAPH_IMAGE_SIZE] != str(meta["image_size"]):
+            problems.append(f"the net was exported at {props[GRAPH_IMAGE_SIZE]} px but the sidecar says "
+                            f"{meta['image_size']}")  # fmt: skip
+        if GRAPH_RESIZE in props and props[GRAPH_RESIZE] != meta["resize"]:
+            problems.append(f"the net was trained with resize {props[GRAPH_RESIZE]} but the sidecar says "
+                            f"{meta['resize']}")  # fmt: skip
         if problems:
             raise BadFile(f"'{model_file}': {'; '.join(problems)}{redo}")
 
