@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from cifar_pl.export import export  # noqa: E402
+from cifar_pl.export import SUFFIXES, export  # noqa: E402
 from tests.helpers.deploy import (  # noqa: E402
     FAMILIES,
     cifar_test_images,
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = eager_logits(ckpt, images)
             for fmt in ("onnx", "torchscript"):
                 t = time.perf_counter()
-                done = export(ckpt, fmt, Path(tmp) / f"{net}.{fmt}")
+                done = export(ckpt, fmt, (Path(tmp) / net).with_suffix(SUFFIXES[fmt]))
                 took = time.perf_counter() - t
                 out = exported_logits(done.file, fmt, images)
                 agree = int((out.argmax(1) == ref.argmax(1)).sum())

@@ -20,7 +20,7 @@ from PIL import Image
 import cifar_pl.export as export_module
 from cifar_pl.__main__ import main as cli
 from cifar_pl.evaluation import class_activation_map
-from cifar_pl.export import export, file_digest
+from cifar_pl.export import SUFFIXES, export, file_digest
 from cifar_pl.inference import Predictor
 from cifar_pl.predict import main as predict_cli
 from cifar_pl.predict import predict as predict_main
@@ -57,7 +57,7 @@ def test_exported_logits_equal_the_checkpoints_eager_logits_on_256_real_test_ima
 ):
     net, kwargs = FAMILIES[family]
     ckpt = write_net_checkpoint(tmp_path / "net.ckpt", net, kwargs)
-    done = export(ckpt, fmt, tmp_path / f"net.{fmt}")
+    done = export(ckpt, fmt, (tmp_path / "net").with_suffix(SUFFIXES[fmt]))
     images = cifar_test_images(real_data, 256)
     ref, out = eager_logits(ckpt, images), exported_logits(done.file, fmt, images)
     assert out.shape == ref.shape == (256, 10)
