@@ -60,7 +60,7 @@ from .runs import (
     read_scalars,
     version_dirs,
 )
-from .sweep_runs import load_sweep
+from .sweep_runs import SEED_SEP, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -81,7 +81,7 @@ ROW_KEYS = ("id", "experiment", "claim", "sweeps", "measured", "verdict", "why")
 # Per-step and per-layer tags are left out of a record: the curves behind the page are per epoch.
 _SKIP_TAG = re.compile(r"(step|lr-|activations/|weights/|gradients/|hp_metric)")
 _DROP_FROM_RECORD = ("pid", "host")
-_GROUP = re.compile(r"^(?P<group>.+?)(?:,seed=\d+|_s\d+)$")
+_GROUP = re.compile(rf"^(?P<group>.+?)(?:{re.escape(SEED_SEP)}\d+|_s\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -305,7 +305,8 @@ def catalogue() -> dict[str, dict[str, Any]]:
     """The catalogue's entries by sweep name (``writeups/002_step1_plain``)."""
     out = {}
     for entry in yaml.safe_load(CATALOGUE.read_text()):
-        out[load_sweep(ROOT / entry["sweep"])["sweep"]] = entry
+        spec = load_sweep(ROOT / entry["sweep"])
+        out[spec["sweep"]] = {**entry, "configs": spec["configs"]}
     return out
 
 
@@ -526,10 +527,7 @@ def experiment_files() -> list[str]:
 
 def covered_files(page_rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Which experiment files each row covers: its sweeps' files and their base configs, and its ``files:``."""
-    by_sweep = {}
-    for entry in yaml.safe_load(CATALOGUE.read_text()):
-        spec = load_sweep(ROOT / entry["sweep"])
-        by_sweep[spec["sweep"]] = [entry["sweep"], *spec["configs"]]
+    by_sweep = {name: [entry["sweep"], *entry["configs"]] for name, entry in catalogue().items()}
     out: dict[str, list[str]] = {}
     for r in page_rows:
         sweeps = r["sweeps"] if isinstance(r["sweeps"], list) else [r["sweeps"]]
