@@ -60,7 +60,7 @@ from .runs import (
     read_scalars,
     version_dirs,
 )
-from .sweep_runs import SEED_SEP, load_sweep
+from .sweeps.spec import SEED_SEP, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

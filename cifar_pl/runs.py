@@ -164,6 +164,25 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _running_here(record: dict[str, Any]) -> bool | None:
+    """For a record that says ``running``: whether its process of this machine is alive (None: another machine's,
+    or no pid, which cannot be told from here)."""
+    pid = record.get("pid")
+    if (
+        record.get("status") != "running"
+        or record.get("host") != socket.gethostname()
+        or not isinstance(pid, int)
+    ):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 def wait_while_running(run_dir: Path, timeout: float = 300.0, poll: float = 0.5) -> bool:
     """Wait while the newest version of a run is being trained by a live process of this machine (its record says
     ``running`` with the pid of a process that still exists: a run of a sweep whose driver was killed saves and
@@ -173,27 +192,24 @@ def wait_while_running(run_dir: Path, timeout: float = 300.0, poll: float = 0.5)
     if not versions:
         return True
     end = time.monotonic() + timeout
-    while True:
-        record = read_record(versions[-1]) or {}
-        pid = record.get("pid")
-        alive = False
-        if (
-            record.get("status") == "running"
-            and record.get("host") == socket.gethostname()
-            and isinstance(pid, int)
-        ):
-            try:
-                os.kill(pid, 0)
-                alive = pid != os.getpid()
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
-        if not alive:
-            return True
+    while _running_here(read_record(versions[-1]) or {}):
         if time.monotonic() > end:
             return False
         time.sleep(poll)
+    return True
+
+
+def run_status(run_dir: Path) -> str:
+    """What the newest version of a run says of itself: complete, fitted, interrupted, failed, running or new. A
+    record left ``running`` by a process of this machine that is gone (killed before it could save and say so) is
+    ``interrupted``: it resumes from its last checkpoint."""
+    versions = version_dirs(run_dir)
+    record = read_record(versions[-1]) if versions else None
+    if not record:
+        return "new"
+    if _running_here(record) is False:
+        return "interrupted"
+    return str(record.get("status", "unknown"))
 
 
 def is_complete(run_dir: Path) -> bool:

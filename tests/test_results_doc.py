@@ -89,7 +89,7 @@ def test_every_chart_on_the_page_exists():
 
 
 def test_every_catalogue_sweep_is_a_sweep_file_with_a_budget():
-    from cifar_pl.sweep_runs import load_sweep
+    from cifar_pl.sweeps.spec import load_sweep
 
     for entry in R.catalogue().values():
         load_sweep(REPO / entry["sweep"])

@@ -1,4 +1,4 @@
-"""Beyond one process: sweeps and searches on Ray Tune (cifar_pl.ray_engine, cifar_pl.search) and one run across
+"""Beyond one process: sweeps and searches on Ray Tune (cifar_pl.sweeps: ray_engine, search) and one run across
 node ranks with Lightning's DDP under torchrun. The Ray engine must run the same runs as the sequential one
 (same folders, records, metrics), resume what a killed driver left, and refuse bad input in one line; two node
 ranks must train what one process trains with the same global batch, and stop and resume together when one of
@@ -21,10 +21,10 @@ import torch
 import yaml
 
 from cifar_pl.errors import BadValue
-from cifar_pl.ray_engine import EpochReader, Resources, ray_available
-from cifar_pl.sweep import load_sweep
-from cifar_pl.sweep import main as sweep_main
-from cifar_pl.sweep_runs import run_status
+from cifar_pl.runs import run_status
+from cifar_pl.sweeps.cli import main as sweep_main
+from cifar_pl.sweeps.ray_engine import EpochReader, Resources, ray_available
+from cifar_pl.sweeps.spec import load_sweep
 
 from .helpers import CONFIGS, child_env
 
@@ -86,7 +86,7 @@ def test_ray_options_without_ray_or_with_the_sequential_engine_are_one_line(tmp_
     path = _sweep_file(tmp_path, tmp_path, runs={"a": {}})
     assert sweep_main([str(path), "--engine", "sequential", "--address", "auto"]) == 2
     assert "--address runs on Ray only; drop --engine sequential" in capsys.readouterr().err
-    monkeypatch.setattr("cifar_pl.ray_engine.ray_available", lambda: False)
+    monkeypatch.setattr("cifar_pl.sweeps.ray_engine.ray_available", lambda: False)
     assert sweep_main([str(path), "--gpus-per-run", "1"]) == 2
     assert "needs Ray Tune, which is not installed: pip install 'cifar_pl[ray]'" in capsys.readouterr().err
     search = _sweep_file(tmp_path, tmp_path, search={"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}})
@@ -455,7 +455,7 @@ def test_a_ctrl_c_to_a_ray_sweep_says_so_and_lists_each_run_as_its_record_has_it
 def test_a_search_stopped_before_some_trials_started_still_writes_its_table(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from cifar_pl.search import search_rows
+    from cifar_pl.sweeps.search import search_rows
 
     monkeypatch.chdir(tmp_path)
     spec = {"sweep": "s", "search": {"space": {"model.optim.lr": {"uniform": [0.1, 1.0]}}, "metric": "val/acc",

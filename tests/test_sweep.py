@@ -19,8 +19,9 @@ from PIL import Image
 
 from cifar_pl.errors import BadValue
 from cifar_pl.safe_yaml import AliasBomb
-from cifar_pl.sweep import group_finals, load_sweep, overlap_lines, summary_lines
-from cifar_pl.sweep import main as sweep_main
+from cifar_pl.sweeps.cli import main as sweep_main
+from cifar_pl.sweeps.report import group_finals, overlap_lines, summary_lines
+from cifar_pl.sweeps.spec import load_sweep
 from cifar_pl.viz.curves import compare_figure, final_bars_figure
 
 from .helpers import CONFIGS, REPO
@@ -206,7 +207,7 @@ def test_sweep_runs_resumes_skips_and_plots(cifar10_root, tmp_path, monkeypatch,
 def test_a_run_stopped_by_a_signal_is_reported_and_not_marked_done(
     cifar10_root, tmp_path, monkeypatch, capsys
 ):
-    from cifar_pl.sweep import run_status
+    from cifar_pl.runs import run_status
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(REPO))
@@ -242,7 +243,7 @@ SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml")) + sorted(
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.relative_to(CONFIGS).as_posix() for p in SWEEPS])
 def test_every_sweep_names_valid_configs_and_keys(path, capsys):
     from cifar_pl.__main__ import cli_main
-    from cifar_pl.sweep import _as_args
+    from cifar_pl.sweeps.spec import _as_args
 
     spec = load_sweep(path)
     runs = spec["runs"]
@@ -345,7 +346,7 @@ def test_repeated_runs_are_drawn_as_a_band_and_error_bars():
 
 @pytest.mark.slow  # a training process (or several) of its own: the slow tier
 def test_a_seeded_sweep_runs_each_seed_and_summarises_groups(cifar10_root, tmp_path, monkeypatch, capsys):
-    from cifar_pl.sweep import main as sweep_main
+    from cifar_pl.sweeps.cli import main as sweep_main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({

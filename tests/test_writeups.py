@@ -16,7 +16,7 @@ from cifar_pl.data import CIFAR10DataModule
 from cifar_pl.data.transforms import Augmentation, batch_channel_contrast, resolve
 from cifar_pl.runs import ACTIVATION_FIELDS as FIELDS
 from cifar_pl.runs import ACTIVATION_STATS as HISTORY_FILE
-from cifar_pl.sweep import load_sweep
+from cifar_pl.sweeps.spec import load_sweep
 from cifar_pl.viz.curves import read_scalars
 
 from .helpers import CONFIGS, effective_config, run_cli

@@ -515,7 +515,7 @@ def run_case(case: Case, places: dict[str, str], cwd: Path) -> tuple[int, str]:
     from cifar_pl.__main__ import main as cli
     from cifar_pl.predict import main as predict
     from cifar_pl.scrape import main as scrape
-    from cifar_pl.sweep import main as sweep
+    from cifar_pl.sweeps.cli import main as sweep
     from cifar_pl.viz.__main__ import main as viz
 
     args = [fill(a, places) for a in case.args]

@@ -35,8 +35,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import BadValue, UserError
-from .files import write_text_atomic
+from ..errors import BadValue, UserError
+from ..files import write_text_atomic
+from ..runs import LOG_ROOT, latest_last_checkpoint, read_scalars, run_status, safe_part, wait_while_running
 from .ray_engine import (
     Resources,
     SweepStop,
@@ -47,15 +48,8 @@ from .ray_engine import (
     run_sweep_ray,
     start_ray,
 )
-from .runs import LOG_ROOT, latest_last_checkpoint, read_scalars, safe_part, wait_while_running
-from .sweep_runs import (
-    SEED_SEP,
-    check_sweep,
-    configuration_of,
-    plot_sweep,
-    run_args,
-    run_status,
-)  # fmt: skip
+from .report import plot_sweep
+from .spec import SEED_SEP, check_sweep, configuration_of, is_try, run_args
 
 SEARCH_DIR = "search"
 
@@ -217,7 +211,7 @@ def search_charts(rows: list[dict[str, Any]], search: dict[str, Any], out: Path)
     """The metric against each searched value: one point per trial, hollow where ASHA stopped it early."""
     from matplotlib.figure import Figure
 
-    from .viz.curves import save  # deferred: matplotlib, only at the end of a search
+    from ..viz.curves import save  # deferred: matplotlib, only at the end of a search
 
     paths = []
     for key, dist in search["space"].items():
@@ -253,6 +247,13 @@ def run_search(spec: dict[str, Any], extra: list[str], res: Resources | None, co
         raise BadValue(f"--confirm-seeds {confirm_seeds}: give 0 (none) to 100 seeds")
     search = spec["search"]
     view = check_space(spec, extra)
+    if is_try(view):
+        raise BadValue(
+            f"{spec['file']}: a search ranks its trials by {search['metric']} after each epoch, and a fast_dev_run "
+            f"trains a few batches and keeps no epoch; try the configuration with `python -m cifar_pl fit "
+            f"--config {spec['configs'][0]} --trainer.fast_dev_run true`, or search briefly with num_samples: 2 and "
+            f"trainer.max_epochs 1"
+        )
     max_epochs = (view.get("trainer") or {}).get("max_epochs")
     if "trainer.max_epochs" in search["space"]:
         if search["scheduler"] == "asha":
@@ -349,6 +350,8 @@ def search_plots(spec: dict[str, Any]) -> int:
 def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None]:
     from ray.tune.search import BasicVariantGenerator
 
+    from .stopping import StopOnSignal  # deferred: imports Ray
+
     search = spec["search"]
     base = _base_spec(spec, extra, res.threads, max_epochs)
     trainable = tune.with_resources(
@@ -356,6 +359,7 @@ def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None
     )
     storage = (Path.cwd() / LOG_ROOT / spec["sweep"] / ".ray").resolve()
     path = storage / SEARCH_DIR
+    stop = SweepStop()  # entered around the fit below
     if tune.Tuner.can_restore(str(path)):
         print(f"[search] continuing the search stopped before ({path})", flush=True)
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
@@ -383,17 +387,18 @@ def _tune(spec, extra, res, parallel, max_epochs, tune) -> tuple[Any, int | None
                                         scheduler=scheduler, search_alg=sampler, max_concurrent_trials=parallel,
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=SEARCH_DIR, storage_path=str(storage), verbose=0, log_to_file=True,
-                                      callbacks=[_lines(spec)]),
+                                      callbacks=[_lines(spec)], stop=StopOnSignal()),
         )  # fmt: skip
-    with SweepStop() as stop, _quiet_tune():
+    with stop, _quiet_tune():
         grid = tuner.fit()
-    signum = stop.signum
-    ended = [r for r in grid if r.config is not None]
-    if signum is None and len(ended) < len(
-        grid
-    ):  # trials left unstarted: a Ctrl-C (Tune's handler) stopped it
-        signum = signal.SIGINT
-    return grid, signum
+    return grid, stop.signum
+
+
+def _named(trial: Any, result: dict[str, Any]) -> str:
+    """A trial as the table names it (``t003,lr=0.0123``: its run's name, reported with each result), also before
+    its first result."""
+    values = {k: v for k, v in (trial.config or {}).items()}
+    return str(result.get("run") or trial_name(trial.trial_id, values))
 
 
 def _lines(spec: dict[str, Any]) -> Any:
@@ -407,19 +412,20 @@ def _lines(spec: dict[str, Any]) -> Any:
         def on_trial_result(self, iteration, trials, trial, result, **info):
             metric = spec["search"]["metric"]
             if metric in result and "complete" not in result:
-                print(f"[search] {trial.trial_id}: epoch {result.get('epoch')}, {metric} {result[metric]:.4f}",
-                      flush=True)  # fmt: skip
+                print(f"[search] {_named(trial, result)}: epoch {result.get('epoch')}, {metric} "
+                      f"{result[metric]:.4f}", flush=True)  # fmt: skip
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
             Lines.ended += 1
             how = "complete" if last.get("complete") else f"stopped early after epoch {last.get('epoch')}"
-            print(f"[search] {trial.trial_id} ({last.get('run', '')}): {how} ({Lines.ended} of "
-                  f"{spec['search']['num_samples']} trials ended)", flush=True)  # fmt: skip
+            print(f"[search] {_named(trial, last)}: {how} ({Lines.ended} of {spec['search']['num_samples']} trials "
+                  f"ended)", flush=True)  # fmt: skip
 
         def on_trial_error(self, iteration, trials, trial, **info):
             Lines.ended += 1
-            print(f"[search] {trial.trial_id}: failed (its run's sweep.log says why)", flush=True)
+            print(f"[search] {_named(trial, trial.last_result or {})}: failed (its run's sweep.log says why)",
+                  flush=True)  # fmt: skip
 
     return Lines()
 

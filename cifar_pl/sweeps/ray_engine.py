@@ -25,6 +25,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,18 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadValue
-from .runs import LOG_ROOT, run_dir_of, version_dirs, wait_while_running
-from .sweep_runs import (
-    SEARCH_METRICS,
-    Planned,
-    Progress,
-    failure_line,
-    plan_runs,
-    record_result,
-    run_status,
-    start_log,
-)
+from ..errors import BadValue
+from ..runs import LOG_ROOT, run_dir_of, run_status, version_dirs, wait_while_running
+from .report import TRIED, Progress, failure_line, record_result, start_log, try_line
+from .spec import SEARCH_METRICS, Planned, plan_runs
 
 RAY_HINT = "pip install 'cifar_pl[ray]'"
 POLL_S = 1.0  # how often a trial looks for new epochs in its run's events
@@ -117,6 +110,47 @@ def _check_address(address: str) -> None:
         ) from None
 
 
+def _cmdline(pid: int | str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def leftover_ray_processes() -> list[int]:
+    """Ray's worker and agent processes of this machine (``ray::...``) whose raylet is gone: what a Ray started by
+    a sweep whose driver was SIGKILLed leaves (its agents wait a minute or two on the dead GCS before they exit).
+    Processes of a Ray that still runs (their parent is its raylet), and other users', are not among them."""
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        if not _cmdline(d.name).startswith("ray::"):
+            continue
+        try:
+            if d.stat().st_uid != os.getuid():
+                continue  # another user's
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if "raylet" not in _cmdline(ppid):
+            found.append(int(d.name))
+    return found
+
+
+def remove_leftovers(grace_s: float = 3.0) -> None:
+    """Stop :func:`leftover_ray_processes` (SIGTERM, then SIGKILL after ``grace_s``) and say so in one line."""
+    pids = leftover_ray_processes()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        end = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.1)
+    if pids:
+        print(f"[sweep] stopped {len(pids)} Ray process(es) left by an earlier Ray that is gone (a sweep whose "
+              f"driver was killed): pid {', '.join(map(str, pids))}", flush=True)  # fmt: skip
+
+
 def start_ray(address: str | None) -> bool:
     """Ray on this machine (no address) or the cluster at ``address``; True when this call started it."""
     import ray
@@ -125,6 +159,8 @@ def start_ray(address: str | None) -> bool:
         return False
     if address is not None:
         _check_address(address)
+    else:
+        remove_leftovers()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # a stopped trial's run gets SIGTERM (it saves and records the stop), not Ray's SIGKILL of a worker's children
     os.environ.setdefault("RAY_kill_child_processes_on_worker_exit", "0")
@@ -259,7 +295,7 @@ def run_one(run: dict[str, Any]) -> None:
              "run": run["name"],
              "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
     tune.report(final)
-    if rc != 0 or status != "complete":
+    if rc != 0 or (status != "complete" and not run.get("tryout")):
         raise RuntimeError(f"run {run['name']} ended with exit {rc}, its record says {status}")
 
 
@@ -277,27 +313,44 @@ def trial_spec(spec: dict[str, Any], run: Planned, res: Resources, log_root: Pat
     return {
         "name": run.name, "run_dir": str((cwd / run.run_dir).resolve()), "cmd": run.cmd, "cwd": str(cwd),
         "doing": run.doing, "env": env, "resume": resume, "experiment": f"{spec['sweep']}/{run.name}",
-        "log_root": str((cwd / log_root).resolve()),
+        "log_root": str((cwd / log_root).resolve()), "tryout": run.tryout,
     }  # fmt: skip
 
 
 class SweepStop:
-    """SIGTERM to the sweep stops it as Ctrl-C does (Tune stops its trials; each run saves); the signal is kept for
-    the exit code."""
+    """SIGTERM and SIGINT (Ctrl-C) to the sweep while Tune runs: the signal is kept (for the exit code and the
+    line that says it) and Tune stops every trial through ``stopping.StopOnSignal`` (each run saves its
+    ``last.ckpt`` and stops). Tune's own Ctrl-C handler is off, so a stop is said only when a signal came. A second
+    signal stops at once."""
 
     def __init__(self):
         self.signum: int | None = None
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        from . import stopping  # deferred: imports Ray
+
+        self._flag = stopping.SIGNALLED
+        self._flag.clear()
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
 
     def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt  # the second signal: stop now
         self.signum = signum
-        signal.raise_signal(signal.SIGINT)
+        self._flag.append(signum)
+        os.write(2, f"[sweep] {signal.Signals(signum).name}: stopping the runs (each saves its last.ckpt); a second "
+                    f"signal stops at once\n".encode())  # fmt: skip
 
 
 def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progress: Progress) -> Any:
@@ -308,6 +361,7 @@ def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progre
 
         failed: dict[str, str] = {}
         recorded: set[str] = set()
+        tried: set[str] = set()
 
         def on_trial_start(self, iteration, trials, trial, **info):
             run = plan[trial.config["run"]]
@@ -318,6 +372,11 @@ def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progre
         def on_trial_complete(self, iteration, trials, trial, **info):
             run = plan[trial.config["run"]]
             took = float((trial.last_result or {}).get("wall_s", 0.0))
+            if run.tryout:
+                Lines.tried.add(run.name)
+                print(try_line(f"[sweep {run.index}/{total}]", run, 0, took)[1], flush=True)
+                progress.ended(run.name)
+                return
             result = record_result(spec, run, took)
             Lines.recorded.add(run.name)
             print(progress.done(f"[sweep {run.index}/{total}]", run.name, took, result), flush=True)
@@ -325,9 +384,10 @@ def _callback(spec: dict[str, Any], plan: dict[str, Planned], total: int, progre
         def on_trial_error(self, iteration, trials, trial, **info):
             run = plan[trial.config["run"]]
             rc = (trial.last_result or {}).get("exit_code")
-            progress.failed(run.name)
-            Lines.failed[run.name], line = failure_line(f"[sweep {run.index}/{total}]", run,
-                                                        rc if isinstance(rc, int) else -1)  # fmt: skip
+            progress.ended(run.name)
+            rc = rc if isinstance(rc, int) else -1
+            line_of = try_line if run.tryout else failure_line
+            Lines.failed[run.name], line = line_of(f"[sweep {run.index}/{total}]", run, rc, None)
             print(line, flush=True)
 
     return Lines()
@@ -343,6 +403,8 @@ def run_sweep_ray(
 ) -> dict[str, str]:
     """``run_sweep`` on Ray Tune: the same runs, the same folders and records, several at a time."""
     from ray import tune
+
+    from .stopping import StopOnSignal  # deferred: imports Ray
 
     plan = plan_runs(spec, extra, log_root, only, changed)
     status: dict[str, str] = {}
@@ -364,44 +426,57 @@ def run_sweep_ray(
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, runs=runs), {"cpu": res.cpus, "gpu": res.gpus}
         )
-        storage = (Path.cwd() / log_root / spec["sweep"] / ".ray").resolve()
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"run": tune.grid_search([r.name for r in todo])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=parallel, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage), verbose=0,
-                callbacks=[lines],
-                log_to_file=True,
-            ),
-        )  # fmt: skip
+        storage = fresh_state(Path.cwd() / log_root / spec["sweep"], "sweep")
         with SweepStop() as stop, _quiet_tune():
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"run": tune.grid_search([r.name for r in todo])},
+                tune_config=tune.TuneConfig(max_concurrent_trials=parallel, reuse_actors=False),
+                run_config=tune.RunConfig(name="sweep", storage_path=str(storage), verbose=0, callbacks=[lines],
+                                          stop=StopOnSignal(), log_to_file=True),
+            )  # fmt: skip
             tuner.fit()
-        stopped = False
         for run in todo:  # what each run's own record says, whatever Tune thought of its trial
             wait_while_running(run.run_dir, timeout=120)  # a stopped run of this machine may still be saving
             after = run_status(run.run_dir)
-            if after == "complete":
+            if run.tryout:
+                status[run.name] = (
+                    TRIED if run.name in lines.tried else lines.failed.get(run.name, "not started")
+                )
+            elif after == "complete":
                 status[run.name] = "done"
                 if run.name not in lines.recorded:  # finished as the sweep was stopped: Tune never said so
                     record_result(spec, run, None)
             elif after == "interrupted":
-                status[run.name], stopped = "interrupted", True
-            elif after == "new":
-                status[run.name], stopped = "not started", True
+                status[run.name] = "interrupted"
+            elif run.name in lines.failed:
+                status[run.name] = lines.failed[run.name]
             else:
-                status[run.name] = lines.failed.get(run.name, f"failed (its record says {after})")
-        signum = stop.signum or (signal.SIGINT if stopped else None)
-        if signum is not None:  # a SIGTERM here, or a Ctrl-C (Tune's own handler stopped the trials)
-            print(f"[sweep] stopped by {signal.Signals(signum).name}: run the same command again to resume the "
-                  f"interrupted runs and start the others", flush=True)  # fmt: skip
-            status["__signal__"] = str(int(signum))
+                status[run.name] = "not started" if after == "new" else f"failed (its record says {after})"
+        if stop.signum is not None:
+            print(f"[sweep] stopped by {signal.Signals(stop.signum).name}: run the same command again to resume "
+                  f"the interrupted runs and start the others", flush=True)  # fmt: skip
+            status["__signal__"] = str(int(stop.signum))
     finally:
         if started:
             import ray
 
             ray.shutdown()
     return status
+
+
+def fresh_state(sweep_dir: Path, name: str) -> Path:
+    """Tune's storage folder for a sweep (``<sweep>/.ray``), with the state of an earlier sweep run (``name``)
+    removed: what is done is what the runs' records say, so each sweep run keeps one state folder, not one more per
+    run (a search keeps its own, ``search``, to continue from)."""
+    storage = (sweep_dir / ".ray").resolve()
+    for old in [
+        storage / name,
+        *storage.glob("sweep-*"),
+    ]:  # sweep-<time>: one per run, as Tune named them before
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+    return storage
 
 
 @contextlib.contextmanager

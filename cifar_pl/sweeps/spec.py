@@ -1,7 +1,6 @@
-"""A sweep file and its runs, for both engines (one after another: ``cifar_pl.sweep``; side by side on Ray Tune:
-``cifar_pl.ray_engine``): the file read and checked, each run's command and configuration, what each run needs
-now (nothing, a start, a resume), its record and result, the progress lines, and the charts and summary of the
-runs' results."""
+"""A sweep file and its runs, for both engines (one after another: ``sequential``; side by side on Ray Tune:
+``ray_engine``): the file read and checked, each run's command and configuration, and what each run needs now
+(nothing, a start, a resume)."""
 
 from __future__ import annotations
 
@@ -12,21 +11,18 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import safe_yaml
-from .errors import BadValue, UserError, user_error_in
-from .files import write_text_atomic
-from .runs import (
+from .. import safe_yaml
+from ..errors import BadValue, UserError, user_error_in
+from ..runs import (
     LOG_ROOT,
     check_name,
     latest_last_checkpoint,
-    mean_std,
     read_record,
-    read_scalars,
+    run_status,
     safe_part,
     version_dirs,
 )
@@ -39,6 +35,7 @@ SPACE_KINDS = ("loguniform", "uniform", "int", "choice")
 # what a trial reports after each epoch (cifar_pl.ray_engine.REPORTED), so what a search can decide on
 SEARCH_METRICS = ("val/acc", "val/loss", "val/acc_best", "train/acc", "train/loss")
 SEED_SEP = ",seed="
+RESERVED = ("plots", "search")  # the sweep's own folders beside its runs: its charts, a search's trials
 # Options a sweep sets for its runs itself (the run's folder, its resume): a sweep file may not.
 SWEEP_OWNED = ("experiment", "ckpt_path")
 # Values that decide what a finished run's results are, beyond those that make a resume a new stage.
@@ -153,6 +150,9 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             raise BadValue(f"{path}: run name {run!r} becomes one folder name; use no '/'")
         if SEED_SEP in run:
             raise BadValue(f"{path}: run name {run!r} holds {SEED_SEP!r}, which names the repeats of a run")
+        if run in RESERVED:
+            raise BadValue(f"{path}: run name {run!r} is the name of the sweep's own folder for its "
+                           f"{'charts' if run == 'plots' else 'search'}; give the run another name")  # fmt: skip
     seeds = _seeds(path, spec.get("seeds"), spec.get("repeats"))
     if seeds and "seed_everything" in args:
         raise BadValue(
@@ -272,7 +272,7 @@ def configuration_of(args: list[str]) -> dict[str, Any]:
     """What ``fit`` with ``args`` would run, as its plain configuration, after parsing the arguments and building
     the model, the DataModule and the callbacks as ``fit`` would (no data is read, no trainer made, nothing
     written): a bad value raises the one-line error ``fit`` would give."""
-    from .cli import CifarCLI  # deferred: Lightning and the CLI (3 s), only when a sweep's runs are checked
+    from ..cli import CifarCLI  # deferred: Lightning and the CLI (3 s), only when a sweep's runs are checked
 
     class _Check(CifarCLI):
         def instantiate_trainer(self, **kwargs):
@@ -325,7 +325,7 @@ def recorded_configuration(run_dir: Path) -> dict[str, Any] | None:
     last = latest_last_checkpoint(run_dir)
     if last is None:
         return None
-    from .checkpoints import read_checkpoint  # deferred: Lightning, only for a run that has a checkpoint
+    from ..checkpoints import read_checkpoint  # deferred: Lightning, only for a run that has a checkpoint
 
     try:
         return read_checkpoint(last).config
@@ -336,20 +336,13 @@ def recorded_configuration(run_dir: Path) -> dict[str, Any] | None:
 def changes_since(old: dict[str, Any], new: dict[str, Any], complete: bool) -> list[tuple[str, Any, Any]]:
     """What differs between a run's recorded configuration and the one the sweep would run: what makes a resume a
     new stage, and for a finished run also what decides its results (epochs, the test)."""
-    from .stages import _canon, differences, flatten  # deferred: stages imports Lightning (3 s)
+    from ..stages import _canon, differences, flatten  # deferred: stages imports Lightning (3 s)
 
     out = differences(old, new)
     if complete:
         a, b = flatten(old), flatten(new)
         out += [(k, a.get(k), b.get(k)) for k in RESULT_KEYS if _canon(a.get(k)) != _canon(b.get(k))]
     return out
-
-
-def run_status(run_dir: Path) -> str:
-    """What the newest version of a run says of itself: complete, fitted, interrupted, failed, running or new."""
-    versions = version_dirs(run_dir)
-    record = read_record(versions[-1]) if versions else None
-    return str(record.get("status", "unknown")) if record else "new"
 
 
 def check_sweep(
@@ -363,13 +356,17 @@ def check_sweep(
     with it. Returns what to do with the runs that differ: ``longer`` (a finished run whose only change is a higher
     ``trainer.max_epochs``: it trains on from its last checkpoint) or ``again`` (anything else changed: trained
     again from scratch, in a new version folder, only with ``rerun_changed``; without it they are refused in one
-    line that names them and what changed)."""
-    from .stages import describe  # deferred: stages imports Lightning (3 s)
+    line that names them and what changed), or ``try`` (the run is a ``trainer.fast_dev_run``: a few batches that
+    keep nothing, started afresh whatever ran before)."""
+    from ..stages import describe  # deferred: stages imports Lightning (3 s)
 
     names = [n for n in spec["runs"] if not only or n in only]
     views = check_runs(spec, names, extra)
     changed, plan = {}, {}
     for name in names:
+        if is_try(views[name]):
+            plan[name] = "try"  # a few batches, nothing kept: what ran before is neither compared nor reused
+            continue
         run_dir = log_root / spec["sweep"] / name
         status = run_status(run_dir)
         if status != "complete" and latest_last_checkpoint(run_dir) is None:
@@ -392,6 +389,12 @@ def check_sweep(
     return plan
 
 
+def is_try(view: dict[str, Any]) -> bool:
+    """Whether a run's configuration is a ``trainer.fast_dev_run``: a try of a few batches that keeps no record,
+    checkpoint or result (the run's folder gets its ``sweep.log`` only)."""
+    return bool((view.get("trainer") or {}).get("fast_dev_run"))
+
+
 def _more_epochs(old: Any, new: Any) -> bool:
     numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
     return numbers and old != -1 and (new == -1 or new > old)
@@ -400,7 +403,8 @@ def _more_epochs(old: Any, new: Any) -> bool:
 @dataclass
 class Planned:
     """One run of a sweep as both engines start it: its folder, its command (resuming its own ``last.ckpt`` where
-    there is one), what the progress line says, and whether it finished before (then it is not started)."""
+    there is one), what the progress line says, whether it finished before (then it is not started) and whether it
+    is a try (``trainer.fast_dev_run``: it keeps nothing)."""
 
     index: int
     name: str
@@ -408,6 +412,7 @@ class Planned:
     cmd: list[str]
     doing: str
     finished: bool
+    tryout: bool = False  # a fast_dev_run: a few batches, nothing kept (``is_try``)
 
 
 def plan_runs(
@@ -418,21 +423,25 @@ def plan_runs(
     changed: dict[str, str] | None = None,
 ) -> list[Planned]:
     """What each run of ``spec`` needs now (``changed``: ``check_sweep``'s plan): nothing (complete with this
-    file's configuration), a start, a resume from its ``last.ckpt``, or a new start in a new version folder."""
+    file's configuration), a start, a resume from its ``last.ckpt``, a new start in a new version folder, or a try
+    (fast_dev_run)."""
     changed = changed or {}
     out = []
     names = [n for n in spec["runs"] if not only or n in only]
     for k, name in enumerate(names, 1):
         run_dir = log_root / spec["sweep"] / name
         before = run_status(run_dir)
-        again = changed.get(name) == "again"
+        again, tryout = changed.get(name) == "again", changed.get(name) == "try"
         cmd = [sys.executable, "-m", "cifar_pl", "fit", *run_args(spec, name, extra)]
-        last = latest_last_checkpoint(run_dir) if not again else None
+        last = latest_last_checkpoint(run_dir) if not (again or tryout) else None
         if last is not None:
             cmd += ["--ckpt_path", str(last)]
-        doing = (f"resuming ({before}) from {last}" if last else
+        doing = ("trying (fast_dev_run: a few batches; nothing is kept)" if tryout else
+                 f"resuming ({before}) from {last}" if last else
                  "changed since it ran: starting again in a new version folder" if again else "starting")  # fmt: skip
-        out.append(Planned(k, name, run_dir, cmd, doing, before == "complete" and name not in changed))
+        out.append(
+            Planned(k, name, run_dir, cmd, doing, before == "complete" and name not in changed, tryout)
+        )
     return out
 
 
@@ -442,196 +451,3 @@ def child_env(threads: int | None) -> dict[str, str]:
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
-
-
-def record_result(spec: dict[str, Any], run: Planned, took: float | None) -> dict[str, Any]:
-    """A finished run's final values and wall time (None: not measured), written to ``result.json`` in its
-    folder."""
-    result = final_values(run.run_dir)
-    result["wall_s"] = None if took is None else round(took, 1)
-    result["overrides"] = spec["runs"][run.name]
-    write_text_atomic(run.run_dir / "result.json", json.dumps(result, indent=2))
-    return result
-
-
-def failure_line(tag: str, run: Planned, rc: int) -> tuple[str, str]:
-    """The status and the progress line of a run that did not complete (with the last lines of its log)."""
-    after = run_status(run.run_dir)
-    kind = "interrupted" if rc > 128 or rc < 0 or after == "interrupted" else "failed"
-    then = ("run the sweep again to resume it" if kind == "interrupted" or rc != 2 else
-            "it refused a value or stopped on one (the error below): running again repeats it until "
-            "that is fixed")  # fmt: skip
-    line = f"{tag} {run.name}: {kind} (exit {rc}, its record says {after}); {then}\n{_tail(run.run_dir / 'sweep.log')}"
-    return f"{kind} (exit {rc})", line
-
-
-class Progress:
-    """The one line per finished run: run k of N, its result, the time since the sweep started and an estimate
-    of the time left: the runs waiting, ``parallel`` at a time, plus what the runs in progress still need, each at
-    the mean duration of the runs done so far."""
-
-    def __init__(self, todo: int, parallel: int = 1):
-        self.todo, self.parallel = todo, max(1, parallel)
-        self.durations: list[float] = []
-        self.ended = 0  # runs that ended, done or not
-        self.running: dict[str, float] = {}  # run -> when it started
-        self.begun = time.perf_counter()
-
-    def started(self, name: str) -> None:
-        self.running[name] = time.perf_counter()
-
-    def failed(self, name: str = "") -> None:
-        self.ended += 1
-        self.running.pop(name, None)
-
-    def done(self, tag: str, name: str, took: float, result: dict[str, Any]) -> str:
-        self.durations.append(took)
-        self.ended += 1
-        self.running.pop(name, None)
-        left = self.todo - self.ended
-        mean = sum(self.durations) / len(self.durations)
-        now = time.perf_counter()
-        waiting = max(0, left - len(self.running))
-        in_flight = max((max(0.0, mean - (now - t)) for t in self.running.values()), default=0.0)
-        eta = math.ceil(waiting / self.parallel) * mean + in_flight
-        return (f"{tag} {name}: done in {took:.1f} s{_headline(result)}; elapsed {now - self.begun:.0f} s"
-                f"{f', about {eta:.0f} s left ({left} runs)' if left > 0 else ''}")  # fmt: skip
-
-
-def start_log(run: Planned) -> Any:
-    """Open the run's ``sweep.log`` (appending) with a header line: what was started, and how."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    out = open(run.run_dir / "sweep.log", "a")
-    out.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {run.doing}\n{' '.join(run.cmd)}\n")
-    out.flush()
-    return out
-
-
-def _tail(log: Path, lines: int = 12) -> str:
-    """The last lines of a run's log, indented (what the user needs to see when it failed)."""
-    try:
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return "\n".join(f"    | {line}" for line in text)
-
-
-def _headline(result: dict[str, Any]) -> str:
-    for key in ("test/acc", "test_on_val/acc", "val/acc"):
-        if isinstance(result.get(key), (int, float)):
-            return f", {key} {result[key]:.4f}"
-    return ""
-
-
-def final_values(run_dir: Path) -> dict[str, Any]:
-    """The last logged value of each epoch-level metric of a run, and its number of epochs."""
-
-    scalars = read_scalars(run_dir)
-    out: dict[str, Any] = {
-        tag: round(v[-1][1], 5)
-        for tag, v in scalars.items()
-        if v and "step" not in tag and not tag.startswith("activations/")
-    }
-    out["epochs"] = len(scalars.get("train/loss", []))
-    return out
-
-
-SUMMARY_COLS = ["train/loss", "train/acc", "val/acc", "clean_test/acc", "test/acc"]
-
-
-def group_finals(
-    groups: dict[str, list[dict[str, list[tuple[int, float]]]]], metric: str
-) -> dict[str, tuple[float, float, int]]:
-    """Per group, mean, std and count of the last logged value of ``metric`` over the members that logged it."""
-    out = {}
-    for name, members in groups.items():
-        values = [sc[metric][-1][1] for sc in members if sc.get(metric)]
-        if values:
-            out[name] = (*mean_std(values), len(values))
-    return out
-
-
-def overlap_lines(finals: dict[str, tuple[float, float, int]], metric: str) -> list[str]:
-    """One sentence per pair of groups: whether their mean ± std intervals of ``metric`` overlap."""
-    lines = []
-    names = list(finals)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            (ma, sa, na), (mb, sb, nb) = finals[a], finals[b]
-            if na < 2 or nb < 2:
-                continue
-            gap = abs(ma - mb)
-            if gap <= sa + sb:
-                lines.append(f"- {a} and {b}: {metric} intervals overlap ({ma:.4f} ± {sa:.4f} vs {mb:.4f} ± "
-                             f"{sb:.4f}): the repeats do not separate them")  # fmt: skip
-            else:
-                hi, lo = (a, b) if ma > mb else (b, a)
-                lines.append(f"- {hi} above {lo} on {metric} by {gap:.4f}, more than the sum of their stds "
-                             f"({sa + sb:.4f}): the intervals do not overlap")  # fmt: skip
-    return lines
-
-
-def summary_lines(groups: dict[str, list[dict[str, list[tuple[int, float]]]]], repeated: bool) -> list[str]:
-    """``summary.md``: a table of final values (mean ± std per group when runs are repeated) and, for repeats,
-    which groups' intervals overlap."""
-    cols = [c for c in SUMMARY_COLS if any(c in sc for members in groups.values() for sc in members)]
-    lines = [f"| run | {'n | ' if repeated else ''}epochs | {' | '.join(cols)} | mean epoch time (s) |",
-             "| --- " * (len(cols) + (4 if repeated else 3)) + "|"]  # fmt: skip
-    for name, members in groups.items():
-        cells = []
-        for col in cols:
-            values = [sc[col][-1][1] for sc in members if sc.get(col)]
-            if not values:
-                cells.append("")
-            elif repeated and len(values) > 1:
-                cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)))
-            else:
-                cells.append(f"{values[0]:.4f}")
-        times = [v for sc in members for _, v in sc.get("train/epoch_time", [])]
-        mean_t = f"{sum(times) / len(times):.1f}" if times else ""
-        epochs = max((len(sc.get("train/loss", [])) for sc in members), default=0)
-        n = f"{len(members)} | " if repeated else ""
-        lines.append(f"| {name} | {n}{epochs} | {' | '.join(cells)} | {mean_t} |")
-    if repeated:
-        lines += [
-            "",
-            "Mean ± sample standard deviation over the seeds of each group (n = 1: the one run's value).",
-        ]
-        for metric in ("test/acc", "clean_test/acc", "val/acc"):
-            said = overlap_lines(group_finals(groups, metric), metric)
-            if said:
-                lines += ["", f"Overlap of mean ± std intervals, {metric}:", *said]
-    return lines
-
-
-def plot_sweep(spec: dict[str, Any], log_root: Path = Path(LOG_ROOT)) -> list[Path]:
-    """The comparison charts, the final-value bars and ``summary.md`` of a sweep's runs that have logs; with
-    repeats, per group: mean curves with a ±1 std band, bars with std error bars, mean ± std in the table."""
-    from .viz.curves import compare_figure, final_bars_figure, save  # deferred: matplotlib
-
-    sweep_dir = log_root / spec["sweep"]
-    groups: dict[str, list[dict[str, list[tuple[int, float]]]]] = {}
-    for group, members in spec.get("groups", {run: [run] for run in spec["runs"]}).items():
-        for name in members:
-            try:
-                scalars = read_scalars(sweep_dir / name)
-            except FileNotFoundError:
-                continue
-            groups.setdefault(group, []).append(scalars)
-    if not groups:
-        return []
-    repeated = bool(spec.get("seeds"))
-    out = sweep_dir / "plots"
-    paths: list[Path] = []
-    for metric in spec["compare"]:
-        fig = compare_figure(groups, metric, f"{spec['sweep']}: {metric}")
-        paths += save(fig, out / metric.replace("/", "_"), ("png", "svg"))
-    paths += save(
-        final_bars_figure(groups, tuple(spec["final"]), f"{spec['sweep']}: final values"),
-        out / "final",
-        ("png", "svg"),
-    )
-    lines = summary_lines(groups, repeated)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return [*paths, out / "summary.md"]
