@@ -267,6 +267,8 @@ def test_an_asha_search_writes_its_table_and_chart_and_confirms_the_best(
     assert table["best"]["best"] == max(r["best"] for r in rows if r["best"] is not None)
     assert (tmp_path / "lightning_logs/scale/search/plots/model_optim_lr.png").is_file()
     assert "Best: " in out and "best,seed=1: done in" in out
+    progress = [line for line in out.splitlines() if line.startswith("[search] ") and ": epoch " in line]
+    assert progress and all(line.split()[1].rstrip(":") in {r["run"] for r in rows} for line in progress)
     best_lr = table["best"]["values"]["model.optim.lr"]
     for s in (0, 1):
         record = json.loads((tmp_path / f"lightning_logs/scale/best,seed={s}/version_0/run.json").read_text())
@@ -444,7 +446,7 @@ def test_a_ctrl_c_to_a_ray_sweep_says_so_and_lists_each_run_as_its_record_has_it
     deadline = time.monotonic() + 240
     while not marker.exists() and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.2)
-    driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune's own handler stops the trials
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: the sweep's handler tells Tune to stop the trials
     out = driver.communicate(timeout=240)[0]
     assert driver.returncode == 128 + signal.SIGINT, out[-3000:]
     assert "[sweep] stopped by SIGINT: run the same command again" in out
@@ -537,3 +539,82 @@ def test_the_short_wait_is_the_rendezvous_only():
     _short_rendezvous(strategy, 12.0)
     strategy.setup_distributed()
     assert strategy.seen == timedelta(seconds=12) and strategy._timeout == timedelta(minutes=30)
+
+
+@needs_ray
+@pytest.mark.slow  # training processes of their own (a few batches each), Ray started twice
+def test_a_fast_dev_run_sweep_on_ray_reports_tries_and_keeps_one_state_folder(
+    tmp_path, monkeypatch, capsys, cifar10_root
+):
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(tmp_path, cifar10_root, grid={"model.optim.lr": [0.02, 0.1]})
+    for _ in range(2):
+        assert (
+            sweep_main(
+                [str(path), "--engine", "ray", "--cpus-per-run", "1", "--trainer.fast_dev_run", "true"]
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        for name in ("lr=0.02", "lr=0.1"):
+            assert f"[sweep] {name}: tried (fast_dev_run: its batches ran; nothing kept)" in out, out[-3000:]
+        assert "stopped by" not in out and "failed" not in out and "not started" not in out
+    root = tmp_path / "lightning_logs/scale"
+    assert [p.name for p in (root / ".ray").iterdir()] == ["sweep"]  # one state folder, not one per run
+    assert (
+        not list(root.rglob("run.json")) and not list(root.rglob("*.ckpt")) and not (root / "plots").exists()
+    )
+
+
+@needs_ray
+def test_a_search_with_fast_dev_run_is_one_line(tmp_path, monkeypatch, capsys, cifar10_root):
+    monkeypatch.chdir(tmp_path)
+    path = _sweep_file(
+        tmp_path, cifar10_root, search={"space": {"model.optim.lr": {"loguniform": [0.01, 1.0]}}}
+    )
+    assert sweep_main([str(path), "--trainer.fast_dev_run", "true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a fast_dev_run trains a few batches and keeps no epoch" in err[0], err
+
+
+def test_ray_processes_whose_raylet_is_gone_are_found_and_stopped_and_a_live_rays_are_not(capsys):
+    from cifar_pl.sweeps.ray_engine import leftover_ray_processes, remove_leftovers
+
+    sleep = "import time; time.sleep(60)"
+    orphan = subprocess.Popen(["ray::FakeAgent", "-c", sleep], executable=sys.executable)
+    # a live Ray's worker: its parent is a raylet, which spawns it and waits
+    raylet = subprocess.Popen(
+        ["raylet", "-c", f"import subprocess, sys; subprocess.Popen(['ray::FakeWorker', '-c', {sleep!r}], "
+                              f"executable={sys.executable!r}).wait()"],
+        executable=sys.executable,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = leftover_ray_processes()
+            kids = [p for p in Path("/proc").glob("[0-9]*") if _parent(p) == raylet.pid]
+            if orphan.pid in found and kids:
+                break
+            time.sleep(0.1)
+        assert orphan.pid in found and kids
+        assert all(int(k.name) not in found for k in kids)  # its raylet runs: not a leftover
+        remove_leftovers(grace_s=2)
+        assert orphan.wait(timeout=10) is not None
+        assert "stopped 1 Ray process(es) left by an earlier Ray that is gone" in capsys.readouterr().out
+        assert raylet.poll() is None  # the live one untouched
+    finally:
+        for k in Path("/proc").glob("[0-9]*"):  # the raylet's worker first, while it is still its parent
+            if _parent(k) == raylet.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(k.name), signal.SIGKILL)
+        for p in (orphan, raylet):
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+        raylet.wait()
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -365,3 +365,77 @@ def test_a_seeded_sweep_runs_each_seed_and_summarises_groups(cifar10_root, tmp_p
     # --only takes a group name for all its seeds: both are done, so both are skipped
     assert sweep_main([str(tmp_path / "s.yaml"), "--only", "a", *extra, *SEQ]) == 0
     assert capsys.readouterr().out.count("finished before, skipped") == 2
+
+
+# ---- fast_dev_run, the sweep's lock, its own folders, records left by a killed process ----
+def test_a_run_named_after_the_sweeps_own_folders_is_refused(tmp_path):
+    for name in ("plots", "search"):
+        with pytest.raises(BadValue, match=f"run name '{name}' is the name of the sweep's own folder"):
+            load_sweep(_write(tmp_path, runs={name: {}}))
+
+
+def test_a_second_copy_of_a_running_sweep_is_one_line_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, args={"trainer.max_epochs": 1}, runs={"a": {}})
+    folder = tmp_path / "lightning_logs" / "checked"
+    folder.mkdir(parents=True)
+    held = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)  # the first copy, as sweep_lock holds it
+    fcntl.flock(held, fcntl.LOCK_EX)
+    os.write(held, b"4242")
+    try:
+        assert sweep_main([path, *SEQ, "--data.data_dir", str(tmp_path)]) == 2
+    finally:
+        os.close(held)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this sweep is running in another process (pid 4242)" in err[0], err
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no run started
+
+
+def test_a_record_left_running_by_a_process_that_is_gone_reads_as_interrupted(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from cifar_pl.runs import run_status, wait_while_running
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = tmp_path / "run"
+    (run / "version_0").mkdir(parents=True)
+    record = {"status": "running", "pid": gone.pid, "host": socket.gethostname()}
+    (run / "version_0" / "run.json").write_text(json.dumps(record))
+    assert run_status(run) == "interrupted" and wait_while_running(run, timeout=1)
+    (run / "version_0" / "run.json").write_text(json.dumps({**record, "pid": os.getppid()}))  # alive
+    assert run_status(run) == "running" and not wait_while_running(run, timeout=0.2, poll=0.05)
+    (run / "version_0" / "run.json").write_text(json.dumps({**record, "host": "another-machine"}))
+    assert run_status(run) == "running"  # another machine's process cannot be told dead from here
+
+
+@pytest.mark.slow  # training processes of their own (a few batches each)
+def test_a_fast_dev_run_sweep_reports_tries_and_keeps_nothing(cifar10_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, args={"trainer.max_epochs": 1, "data.batch_size": 16,
+                                  "trainer.enable_progress_bar": False}, grid={"model.optim.lr": [0.02, 0.1]})  # fmt: skip
+    argv = [path, *SEQ, "--data.data_dir", str(cifar10_root), "--trainer.fast_dev_run", "true"]
+    assert sweep_main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("lr=0.02", "lr=0.1"):
+        assert f"[sweep] {name}: tried (fast_dev_run: its batches ran; nothing kept)" in out
+    assert "failed" not in out and "stopped by" not in out and "not started" not in out
+    assert "no charts: the runs were tries" in out
+    kept = sorted(
+        p.relative_to(tmp_path).as_posix() for p in (tmp_path / "lightning_logs").rglob("*") if p.is_file()
+    )
+    assert kept == ["lightning_logs/checked/.lock", "lightning_logs/checked/lr=0.02/sweep.log",
+                    "lightning_logs/checked/lr=0.1/sweep.log"]  # fmt: skip
+    # a try that fails says so, with its exit code and its log's last lines, and the sweep exits 1
+    (tmp_path / "empty").mkdir()
+    assert sweep_main([*argv, "--data.data_dir", str(tmp_path / "empty"), "--only", "lr=0.1"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "lr=0.1: the try failed (exit 2)" in out
+        and "    | " in out
+        and "[sweep] lr=0.1: failed (exit 2)" in out
+    )

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import math
-import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from ..errors import BadValue, run_main_code
-from ..runs import LOG_ROOT
 from .report import TRIED, plot_sweep
 from .sequential import run_sweep
-from .spec import check_sweep, load_sweep
+from .spec import check_sweep, load_sweep, sweep_lock
 
 _DESCRIPTION = "Run a family of experiments that differ in a few values and compare them (docs/scale.md)."
 
@@ -75,10 +70,7 @@ def sweep(argv: list[str] | None = None) -> int:
                         args.max_parallel, args.address)  # fmt: skip
         res.check()
     if spec.get("search") is not None:
-        if args.dry_run:
-            return _search(spec, extra, args, res)
-        with sweep_lock(spec):
-            return _search(spec, extra, args, res)
+        return _search(spec, extra, args, res)
     unknown = sorted(set(args.only or []) - set(spec["runs"]) - set(spec["groups"]))
     if unknown:
         raise BadValue(
@@ -112,36 +104,6 @@ def sweep(argv: list[str] | None = None) -> int:
     if signum is not None:
         return 128 + int(signum)
     return 1 if any(s.startswith(("failed", "interrupted")) for s in status.values()) else 0
-
-
-@contextlib.contextmanager
-def sweep_lock(spec: dict[str, Any]) -> Iterator[None]:
-    """The sweep's folder held by this process while it runs: a second copy of the same sweep (which would train
-    every run twice into the same folders) is refused in one line; the lock goes with the process, also when it is
-    killed. A folder that cannot be written is one line too."""
-    folder = Path(LOG_ROOT) / spec["sweep"]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise BadValue(
-            f"{folder}: cannot write the sweep's folder ({e.strerror or e}); run the sweep from a project folder "
-            f"whose {LOG_ROOT}/ can be written"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise BadValue(
-                f"{spec['file']}: this sweep is running in another process (pid {holder}); wait for it to end, or "
-                f"stop it and run this command again (its runs resume)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _use_ray(args: argparse.Namespace, spec: dict[str, Any]) -> bool:

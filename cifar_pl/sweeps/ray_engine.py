@@ -110,9 +110,10 @@ def _check_address(address: str) -> None:
         ) from None
 
 
-def _cmdline(pid: int | str) -> str:
+def _program(pid: int | str) -> str:
+    """The first word of a process's command line (its program, or the title Ray gives its workers)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
     except OSError:
         return ""
 
@@ -123,7 +124,7 @@ def leftover_ray_processes() -> list[int]:
     Processes of a Ray that still runs (their parent is its raylet), and other users', are not among them."""
     found = []
     for d in Path("/proc").glob("[0-9]*"):
-        if not _cmdline(d.name).startswith("ray::"):
+        if not _program(d.name).startswith("ray::"):
             continue
         try:
             if d.stat().st_uid != os.getuid():
@@ -131,7 +132,7 @@ def leftover_ray_processes() -> list[int]:
             ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if "raylet" not in _cmdline(ppid):
+        if Path(_program(ppid)).name != "raylet":
             found.append(int(d.name))
     return found
 
@@ -144,7 +145,11 @@ def remove_leftovers(grace_s: float = 3.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         end = time.monotonic() + grace_s
-        while sig == signal.SIGTERM and time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in pids):
+        while (
+            sig == signal.SIGTERM
+            and time.monotonic() < end
+            and any(Path(f"/proc/{p}").exists() for p in pids)
+        ):
             time.sleep(0.1)
     if pids:
         print(f"[sweep] stopped {len(pids)} Ray process(es) left by an earlier Ray that is gone (a sweep whose "

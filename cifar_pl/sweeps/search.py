@@ -49,7 +49,7 @@ from .ray_engine import (
     start_ray,
 )
 from .report import plot_sweep
-from .spec import SEED_SEP, check_sweep, configuration_of, is_try, run_args
+from .spec import SEED_SEP, check_sweep, configuration_of, is_try, run_args, sweep_lock
 
 SEARCH_DIR = "search"
 
@@ -278,8 +278,15 @@ def run_search(spec: dict[str, Any], extra: list[str], res: Resources | None, co
     if dry_run:
         print("[search] dry run: the space is checked; nothing is started")
         return 0
+    with sweep_lock(spec):
+        return _search(spec, extra, res, max_epochs, confirm_seeds)
+
+
+def _search(spec: dict[str, Any], extra: list[str], res: Resources | None, max_epochs: int,
+            confirm_seeds: int) -> int:  # fmt: skip
     from ray import tune
 
+    search = spec["search"]
     res = res or Resources()
     started = start_ray(res.address)
     try:

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import itertools
 import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -451,3 +453,33 @@ def child_env(threads: int | None) -> dict[str, str]:
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
+
+
+@contextlib.contextmanager
+def sweep_lock(spec: dict[str, Any]) -> Iterator[None]:
+    """The sweep's folder held by this process while it runs: a second copy of the same sweep (which would train
+    every run twice into the same folders) is refused in one line; the lock goes with the process, also when it is
+    killed. A folder that cannot be written is one line too."""
+    folder = Path(LOG_ROOT) / spec["sweep"]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise BadValue(
+            f"{folder}: cannot write the sweep's folder ({e.strerror or e}); run the sweep from a project folder "
+            f"whose {LOG_ROOT}/ can be written"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise BadValue(
+                f"{spec['file']}: this sweep is running in another process (pid {holder}); wait for it to end, or "
+                f"stop it and run this command again (its runs resume)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
