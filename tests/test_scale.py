@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -618,3 +619,130 @@ def _parent(proc: Path) -> int | None:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+# ---- an existing Ray cluster, started as a user starts one (ray start), on this machine ----
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, auth: str, second_node_hidden_from: Path | None = None):
+    """A head and a second node, each from `ray start ... --block` in a folder of its own (not the project's), with
+    token authentication on (a token of this test's own) or off; stopped by ending those two processes only (not
+    `ray stop`, which would stop every Ray of the machine). ``second_node_hidden_from``: the second node starts in
+    a mount namespace of its own in which that folder is an empty tmpfs (a node that does not share it)."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    env = {**child_env(), "HOME": str(home), "RAY_AUTH_MODE": auth, "RAY_USAGE_STATS_ENABLED": "0"}
+    if auth == "token":
+        (home / ".ray" / "auth_token").write_text("cifarpltesttoken" * 4)
+    port = _free_port()
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
+    procs = []
+    short = Path(
+        tempfile.mkdtemp(prefix="cpr", dir="/tmp")
+    )  # Ray's socket paths must stay under 107 characters
+    try:
+        head_dir, node_dir = tmp_path / "head", tmp_path / "node"
+        head_dir.mkdir()
+        node_dir.mkdir()
+        procs.append(subprocess.Popen([ray_bin, "start", "--head", "--port", str(port),
+                                       "--temp-dir", str(short), "--include-dashboard", "false", *common], cwd=head_dir, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+        _wait_for_port(port, procs[0])
+        node = [ray_bin, "start", "--address", f"127.0.0.1:{port}", *common]
+        if second_node_hidden_from is not None:
+            hide = f"mount -t tmpfs tmpfs {second_node_hidden_from} && exec {' '.join(node)}"
+            node = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide]
+        procs.append(subprocess.Popen(node, cwd=node_dir, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+        _wait_for_nodes(ray_bin, port, env, 2, procs)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    import socket
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "ray start --head ended"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.5)
+    pytest.fail("the Ray head did not listen in time")
+
+
+def _wait_for_nodes(ray_bin: str, port: int, env: dict, n: int, procs: list, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+             "print(sum(1 for x in ray.nodes() if x['Alive']))")  # fmt: skip
+    while time.monotonic() < end:
+        assert all(p.poll() is None for p in procs), "a ray start process ended"
+        out = subprocess.run([sys.executable, "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        if out.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(1)
+    pytest.fail(f"the cluster did not reach {n} nodes")
+
+
+@needs_ray
+@pytest.mark.slow  # two Ray nodes, a sweep and a search of their own
+@pytest.mark.parametrize("auth", ["token", "disabled"])
+def test_a_cluster_started_with_ray_start_is_joined_as_it_is_with_or_without_tokens(
+    tmp_path, cifar10_root, auth
+):
+    project = tmp_path / "project"
+    project.mkdir()
+    search = _sweep_file(project, cifar10_root, search={"space": {"model.optim.lr": {"loguniform": [0.01, 0.5]}},
+                                                        "num_samples": 2, "scheduler": "none"})  # fmt: skip
+    search = search.rename(project / "search.yaml")
+    path = _sweep_file(project, cifar10_root, grid={"model.optim.lr": [0.02, 0.1]})
+    with _cluster(tmp_path, auth) as (address, env):
+        driver_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}  # the user's shell: nothing set
+        for argv in ([str(path), "--address", address], [str(search), "--confirm-seeds", "0"]):
+            run_env = driver_env if "--address" in argv else {**driver_env, "RAY_ADDRESS": address}
+            out = subprocess.run([sys.executable, "-m", "cifar_pl.sweep", *argv, "--cpus-per-run", "1"], cwd=project,
+                                 env=run_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+            assert "authentication" not in out.stderr.lower() and "Traceback" not in out.stderr
+    root = project / "lightning_logs/scale"
+    for name in ("lr=0.02", "lr=0.1"):
+        assert run_status(root / name) == "complete"
+    table = json.loads((root / "search/search.json").read_text())
+    assert len(table["trials"]) == 2 and all(r["ended"] == "complete" for r in table["trials"])
+    # the same runs on this machine alone give the same numbers
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(path, alone / "s.yaml")
+    out = subprocess.run([sys.executable, "-m", "cifar_pl.sweep", "s.yaml", "--cpus-per-run", "1"], cwd=alone,
+                         env=child_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert _finals(root) == _finals(alone / "lightning_logs/scale")
+
+
+@needs_ray
+@pytest.mark.slow  # two Ray nodes of their own
+def test_a_node_that_does_not_see_the_project_folder_is_named_before_any_run(tmp_path, cifar10_root):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a node that does not share a folder is made with a mount namespace (root, unshare)")
+    project = tmp_path / "project"
+    project.mkdir()
+    path = _sweep_file(project, cifar10_root, grid={"model.optim.lr": [0.02, 0.1]})
+    with _cluster(tmp_path, "disabled", second_node_hidden_from=project) as (address, env):
+        out = subprocess.run([sys.executable, "-m", "cifar_pl.sweep", str(path), "--address", address,
+                              "--cpus-per-run", "1"], cwd=project, env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    err = [line for line in out.stderr.strip().splitlines() if not line.startswith("Seed set to")]
+    assert len(err) == 1 and "do not see" in err[0] and "every node of the cluster must see" in err[0], err
+    assert not list((project / "lightning_logs").rglob("version_*"))  # no run started

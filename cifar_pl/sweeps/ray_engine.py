@@ -156,14 +156,102 @@ def remove_leftovers(grace_s: float = 3.0) -> None:
               f"driver was killed): pid {', '.join(map(str, pids))}", flush=True)  # fmt: skip
 
 
+PROJECT = Path(__file__).resolve().parents[2]  # the folder that holds the cifar_pl package the driver runs
+
+
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Ray's C++ client logs each refused call on the process's stderr (file descriptor 2), below Python: kept off
+    the terminal while the driver connects (no process is started meanwhile, so none inherits it)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _refused(address: str) -> bool:
+    """Whether the cluster's GCS at ``host:port`` refuses this process's authentication (one quick call)."""
+    from ray._raylet import GcsClient
+
+    try:
+        with _quiet_fd2():
+            GcsClient(address=address).internal_kv_get(b"session_name", b"session", timeout=5)
+    except Exception as e:
+        return type(e).__name__ == "AuthenticationError"
+    return False
+
+
+def _join_auth(address: str) -> None:
+    """Join with the authentication the cluster uses, or say in one line what to set. ``ray start --head`` turns
+    token authentication on wherever a token exists (``~/.ray/auth_token``), while Ray joins an explicit address
+    without it: when the cluster refuses a caller without a token, token authentication is turned on here where a
+    token is found (Ray's own rule for ``--address auto``). ``RAY_AUTH_MODE`` set by the user is kept."""
+    if address.startswith("ray://") or address == "auto":
+        return
+    try:  # a Ray without token authentication has neither
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    if not _refused(address):
+        return
+    if "RAY_AUTH_MODE" not in os.environ:
+        quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            found = maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            quiet.setLevel(level)
+        if not found:
+            raise BadValue(
+                f"--address {address}: the cluster uses token authentication and no token is found here: copy the "
+                f"head's token (`ray get-auth-token` on the head) to ~/.ray/auth_token or RAY_AUTH_TOKEN, or start "
+                f"the cluster with RAY_AUTH_MODE=disabled"
+            )
+        if not _refused(address):
+            return
+    raise BadValue(
+        f"--address {address}: the cluster refused this driver's authentication (RAY_AUTH_MODE "
+        f"{os.environ.get('RAY_AUTH_MODE')}): copy the head's token (`ray get-auth-token` on the head) to "
+        f"~/.ray/auth_token or RAY_AUTH_TOKEN here, with RAY_AUTH_MODE=token"
+    )
+
+
+def _join_failure(address: str, e: BaseException) -> BadValue:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return BadValue(
+        f"--address {address}: could not join a Ray cluster ({first}); start one with `ray start --head`, or leave "
+        f"--address out to run on this machine"
+    )
+
+
+def joined(address: str | None) -> bool:
+    """Whether the sweep runs on a cluster it joins (``--address`` or ``RAY_ADDRESS``), not on a Ray of its own."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def start_ray(address: str | None) -> bool:
-    """Ray on this machine (no address) or the cluster at ``address``; True when this call started it."""
+    """Ray on this machine (no address) or the cluster at ``address`` (or ``RAY_ADDRESS``); True when this call
+    started it. Joined, the cluster's workers import this driver's cifar_pl (its folder first on their
+    ``PYTHONPATH``)."""
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    runtime_env = None
     if address is not None:
-        _check_address(address)
+        if address != "auto":
+            _check_address(address)
+        _join_auth(address)
+        paths = [str(PROJECT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
     else:
         remove_leftovers()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -173,16 +261,60 @@ def start_ray(address: str | None) -> bool:
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
     )  # the runs write their own TensorBoard logs
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        quiet = (
+            _quiet_fd2() if address is not None else contextlib.nullcontext()
+        )  # a local Ray's processes keep it
+        with contextlib.redirect_stderr(io.StringIO()), quiet:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                      logging_level=logging.ERROR, configure_logging=True)  # fmt: skip
     except (ConnectionError, RuntimeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise BadValue(
-            f"--address {address}: could not join a Ray cluster ({first}); start one with `ray start --head`, or "
-            f"leave --address out to run on this machine"
-        ) from None
+        raise _join_failure(str(address), e) from None
     return True
+
+
+def check_shared(sweep_dir: Path) -> None:
+    """Every node of a joined cluster sees the sweep's folder at the same path (the runs write their records and
+    checkpoints there, and the driver reads them): a file written here is read back by a task on each node. A node
+    that does not see it is named in one line before any run starts."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    sweep_dir = sweep_dir.resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    text = uuid.uuid4().hex
+    probe = sweep_dir / f".probe-{text}"
+    probe.write_text(text)
+
+    def sees(path: str, expected: str) -> bool:  # defined here: shipped by value, runs without cifar_pl there
+        try:
+            with open(path) as f:
+                return f.read() == expected
+        except OSError:
+            return False
+
+    task = ray.remote(num_cpus=0)(sees)
+    try:
+        refs = [(n, task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                 .remote(str(probe), text)) for n in nodes]  # fmt: skip
+        blind = []
+        for node, ref in refs:
+            try:
+                ok = ray.get(ref, timeout=120)
+            except Exception:  # a node that cannot run the task cannot run the runs either
+                ok = False
+            if not ok:
+                blind.append(f"{node.get('NodeManagerAddress')} (node {node['NodeID'][:8]})")
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise BadValue(
+            f"the Ray node(s) {', '.join(blind)} do not see {sweep_dir}: every node of the cluster must see this "
+            f"project's folder at the same path (shared storage, docs/scale.md), where the runs write their records "
+            f"and checkpoints; mount it there, or leave --address out to run on this machine"
+        )
 
 
 def check_cluster(res: Resources) -> int:
@@ -424,6 +556,8 @@ def run_sweep_ray(
     started = start_ray(res.address)
     try:
         parallel = check_cluster(res)
+        if joined(res.address):  # its nodes must see the runs' folders
+            check_shared(Path.cwd() / log_root / spec["sweep"])
         print(f"[sweep] on Ray: {len(todo)} runs, {parallel} at a time ({res.cpus:g} CPU"
               f"{f', {res.gpus:g} GPU' if res.gpus else ''} each)", flush=True)  # fmt: skip
         runs = {r.name: trial_spec(spec, r, res, log_root) for r in todo}

@@ -43,6 +43,8 @@ from .ray_engine import (
     SweepStop,
     _quiet_tune,
     check_cluster,
+    check_shared,
+    joined,
     require_ray,
     run_one,
     run_sweep_ray,
@@ -291,6 +293,8 @@ def _search(spec: dict[str, Any], extra: list[str], res: Resources | None, max_e
     started = start_ray(res.address)
     try:
         parallel = check_cluster(res)
+        if joined(res.address):  # its nodes must see the trials' folders
+            check_shared(Path.cwd() / LOG_ROOT / spec["sweep"])
         grid, signum = _tune(spec, extra, res, parallel, max_epochs, tune)
     finally:
         if started:
