@@ -207,6 +207,37 @@ def test_the_changelog_lists_every_rename():
     assert not missing, f"CHANGELOG.md lacks {missing}"
 
 
+def test_the_changelogs_module_moves_name_modules_and_names_that_exist():
+    """Every `cifar_pl.<module>[.<name>]` the changelog's module table gives as new imports (and has the name); every
+    old module it gives is gone, except the command's own `cifar_pl.sweep`."""
+    import importlib
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "CHANGELOG.md").read_text()
+    section = text.split("### The sweep engine is a package", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `cifar_pl")]
+    assert rows
+    for old, new in rows:
+        for dotted, names in re.findall(r"`(cifar_pl[\w.]*)`(?: \(([^)]*)\))?", new):
+            try:
+                module = importlib.import_module(dotted)
+            except ModuleNotFoundError:  # a name in a module
+                mod, _, name = dotted.rpartition(".")
+                assert hasattr(importlib.import_module(mod), name), dotted
+                continue
+            for name in re.findall(r"`(\w+)`", names):
+                assert hasattr(module, name), f"{dotted}.{name}"
+        package = Path(__file__).parents[1] / "cifar_pl"
+        for dotted in re.findall(r"`(cifar_pl[\w.]*)`", old):
+            if dotted != "cifar_pl.sweep" and "." not in dotted.removeprefix("cifar_pl."):
+                gone = dotted.removeprefix("cifar_pl.")
+                assert not (package / f"{gone}.py").exists() and not (package / gone).is_dir(), (
+                    f"{dotted} exists"
+                )
+
+
 def test_one_image_size_a_flatten_head_is_built_for_the_datas_size(photo_root, tmp_path):
     from cifar_pl.errors import BadValue
     from cifar_pl.lit import ImageClassifier

@@ -560,6 +560,9 @@ def test_a_fast_dev_run_sweep_on_ray_reports_tries_and_keeps_one_state_folder(
         for name in ("lr=0.02", "lr=0.1"):
             assert f"[sweep] {name}: tried (fast_dev_run: its batches ran; nothing kept)" in out, out[-3000:]
         assert "stopped by" not in out and "failed" not in out and "not started" not in out
+    from cifar_pl.sweeps.ray_engine import leftover_ray_processes
+
+    assert leftover_ray_processes() == []  # nothing of the sweep's Ray is left after its end
     root = tmp_path / "lightning_logs/scale"
     assert [p.name for p in (root / ".ray").iterdir()] == ["sweep"]  # one state folder, not one per run
     assert (
@@ -720,14 +723,20 @@ def test_a_cluster_started_with_ray_start_is_joined_as_it_is_with_or_without_tok
         assert run_status(root / name) == "complete"
     table = json.loads((root / "search/search.json").read_text())
     assert len(table["trials"]) == 2 and all(r["ended"] == "complete" for r in table["trials"])
-    # the same runs on this machine alone give the same numbers
+    # the same sweep and search on this machine alone give the same numbers
     alone = tmp_path / "alone"
     alone.mkdir()
-    shutil.copy(path, alone / "s.yaml")
-    out = subprocess.run([sys.executable, "-m", "cifar_pl.sweep", "s.yaml", "--cpus-per-run", "1"], cwd=alone,
-                         env=child_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert out.returncode == 0, out.stdout[-3000:]
+    for f in (path, search):
+        shutil.copy(f, alone / f.name)
+        out = subprocess.run([sys.executable, "-m", "cifar_pl.sweep", f.name, "--cpus-per-run", "1",
+                              "--confirm-seeds", "0"], cwd=alone, env=child_env(), capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stdout[-3000:]
     assert _finals(root) == _finals(alone / "lightning_logs/scale")
+    local = json.loads((alone / "lightning_logs/scale/search/search.json").read_text())["trials"]
+    assert [(r["run"], r["values"], r["best"]) for r in table["trials"]] == [
+        (r["run"], r["values"], r["best"]) for r in local
+    ]
 
 
 @needs_ray

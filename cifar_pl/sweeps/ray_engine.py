@@ -137,8 +137,9 @@ def leftover_ray_processes() -> list[int]:
     return found
 
 
-def remove_leftovers(grace_s: float = 3.0) -> None:
-    """Stop :func:`leftover_ray_processes` (SIGTERM, then SIGKILL after ``grace_s``) and say so in one line."""
+def remove_leftovers(grace_s: float = 3.0, say: bool = True) -> None:
+    """Stop :func:`leftover_ray_processes` (SIGTERM, then SIGKILL after ``grace_s``) and say so in one line (not
+    after this process's own ``ray.shutdown()``, whose agents may still be on their way out)."""
     pids = leftover_ray_processes()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
@@ -151,7 +152,7 @@ def remove_leftovers(grace_s: float = 3.0) -> None:
             and any(Path(f"/proc/{p}").exists() for p in pids)
         ):
             time.sleep(0.1)
-    if pids:
+    if pids and say:
         print(f"[sweep] stopped {len(pids)} Ray process(es) left by an earlier Ray that is gone (a sweep whose "
               f"driver was killed): pid {', '.join(map(str, pids))}", flush=True)  # fmt: skip
 
@@ -270,6 +271,16 @@ def start_ray(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise _join_failure(str(address), e) from None
     return True
+
+
+def stop_ray(address: str | None) -> None:
+    """The end of :func:`start_ray`: ``ray.shutdown()``, and for a Ray of this machine that it started, its
+    per-node agents, which outlive it by a minute or two when their raylet goes first."""
+    import ray
+
+    ray.shutdown()
+    if not joined(address):
+        remove_leftovers(grace_s=5.0, say=False)
 
 
 def check_shared(sweep_dir: Path) -> None:
@@ -598,9 +609,7 @@ def run_sweep_ray(
             status["__signal__"] = str(int(stop.signum))
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray(res.address)
     return status
 
 

@@ -49,6 +49,7 @@ from .ray_engine import (
     run_one,
     run_sweep_ray,
     start_ray,
+    stop_ray,
 )
 from .report import plot_sweep
 from .spec import SEED_SEP, check_sweep, configuration_of, is_try, run_args, sweep_lock
@@ -298,9 +299,7 @@ def _search(spec: dict[str, Any], extra: list[str], res: Resources | None, max_e
         grid, signum = _tune(spec, extra, res, parallel, max_epochs, tune)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray(res.address)
     rows = search_rows(grid, spec, max_epochs)
     best = _report(spec, rows)
     if signum is not None:
