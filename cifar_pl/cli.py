@@ -38,6 +38,7 @@ from .callbacks import DataPreview, EndOfTestReport, GracefulStop, RNGState, Run
 from .checkpoints import AtomicCheckpointIO, Checkpoint, checkpoint_counters, read_checkpoint
 from .data import list_datamodules
 from .data.identity import IDENTITY_KEY
+from .data.identity import describe as describe_data
 from .data.identity import differences as data_differences
 from .errors import BadValue, error_in
 from .files import check_writable_folder
@@ -57,7 +58,7 @@ from .runs import (
     version_number,
     write_stage,
 )
-from .stages import Continuation, plan_continuation
+from .stages import Continuation, flatten, plan_continuation
 
 #: seconds the processes of one run wait for each other (torch's own default is 30 minutes of silence)
 DDP_TIMEOUT_S = 300.0
@@ -298,16 +299,12 @@ class CifarCLI(LightningCLI):
         ckpt = read_checkpoint(path)
         cfg.ckpt_path = str(path)
         run_dir = run_dir_of(path, cfg.experiment)
-        plan = plan_continuation(ckpt, self._config_view, run_dir, cfg.stage_counters)
-        if (
-            plan.kind == "resume" and cfg.new_data
-        ):  # asked for: the same configuration on other data is a stage
-            plan = Continuation(
-                "stage", ckpt, [("data (--new_data)", "the checkpoint's", "the data given now")], None,
-                *((ckpt.epochs_done, ckpt.global_step) if cfg.stage_counters == "continue" else (0, 0)),
-            )  # fmt: skip
+        plan = plan_continuation(ckpt, self._config_view, run_dir, cfg.stage_counters, cfg.new_data)
+        if plan.kind == "resume":
+            self._check_resumed_weights(cfg, ckpt)
         self._continuation = plan
-        rank_zero_info(plan.summary())
+        if not plan.only_new_data:  # that one is said once the data is read and the claim checked (fit)
+            rank_zero_info(plan.summary())
         if plan.kind == "resume":
             max_epochs = cfg.trainer.max_epochs
             if max_epochs not in (None, -1) and max_epochs < ckpt.epochs_done:
@@ -346,6 +343,21 @@ class CifarCLI(LightningCLI):
                 f"({max_epochs - plan.start_epoch} epochs); shorten the warmup or train longer"
             )
         return None
+
+    @staticmethod
+    def _check_resumed_weights(cfg: Namespace, ckpt: Checkpoint) -> None:
+        """An exact resume continues the checkpoint's weights: a ``model.init.weights`` other than the file its run
+        started from (which the same command names again) would never be loaded."""
+        given = cfg.model.init.weights
+        started = flatten(ckpt.config).get("model.init.weights") if ckpt.config else None
+        if not given or (started and (given == started or Path(given).resolve() == Path(started).resolve())):
+            return
+        began = f"its run started from {started}" if started else "its run started from no weights file"
+        raise BadValue(
+            f"--ckpt_path {ckpt.path} resumes its run exactly, which continues the checkpoint's own weights: "
+            f"model.init.weights {given} would not be loaded ({began}). Drop it to resume, or leave out "
+            f"--ckpt_path to start a new run from {given}"
+        )
 
     def _evaluate_from_checkpoint(self, cfg: Namespace, sub: str) -> None:
         if not cfg.get("ckpt_path"):
@@ -497,6 +509,8 @@ class CifarCLI(LightningCLI):
         try:
             if plan is not None:
                 self._check_data(plan, datamodule)
+                if plan.only_new_data:
+                    rank_zero_info(plan.summary())
         except BaseException:
             self._release()
             raise
@@ -553,6 +567,12 @@ class CifarCLI(LightningCLI):
         if not isinstance(recorded, dict) and names and list(names) != list(current["classes"]):
             diffs.append(f"classes {list(names)} then, {current['classes']} now")
         if not diffs:
+            if plan.only_new_data and isinstance(recorded, dict):
+                # nothing differs but the note a new stage would write: the run continues as it was
+                raise BadValue(
+                    f"--new_data true: the data is the checkpoint's own ({describe_data(current)}, the same "
+                    f"split); drop it to resume {ckpt.path} exactly"
+                )
             return
         if self.config.fit.new_data:
             rank_zero_info(f"new stage on other data (--new_data): {'; '.join(diffs)}")

@@ -9,6 +9,9 @@
   X; optimiser and schedule are built fresh from the new configuration; the epoch and step counters continue
   from X (``--stage_counters restart`` starts them at 0); the run gets a new version folder whose ``stage.json``
   names its parent and every change.
+* ``--new_data true`` on a configuration that would resume exactly: a new stage whose one change is the data
+  (``NEW_DATA``). The CLI checks the claim once the data is read: the checkpoint's own data is refused, since
+  nothing would differ but the note.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ RESUME_NEUTRAL = (
     "checkpoint", "last_checkpoint",
     *resume_neutral_keys(),  # each option group says which of its fields these are (cifar_pl.lit.options)
 )  # fmt: skip
+# The change a new stage lists when --new_data alone makes it one.
+NEW_DATA = ("data (--new_data)", "the checkpoint's", "the data given now")
 # Linked from the data at instantiation; compared through the data.
 _LINKED = ("model.num_classes", "model.class_names", "model.image_size")
 
@@ -153,6 +158,11 @@ class Continuation:
     start_epoch: int = 0
     start_step: int = 0
 
+    @property
+    def only_new_data(self) -> bool:
+        """A stage only because ``--new_data`` said the data changed."""
+        return self.kind == "stage" and self.changes == [NEW_DATA]
+
     def summary(self) -> str:
         if self.kind == "resume":
             where = f"in {self.run_dir}" if self.run_dir else "in a new version folder"
@@ -168,13 +178,20 @@ class Continuation:
 
 
 def plan_continuation(
-    ckpt: Checkpoint, config: Mapping[str, Any], run_dir: Path | None, counters: str = "continue"
+    ckpt: Checkpoint,
+    config: Mapping[str, Any],
+    run_dir: Path | None,
+    counters: str = "continue",
+    new_data: bool = False,
 ) -> Continuation:
-    """Exact resume or new stage (see the module's docstring) for running ``config`` from ``ckpt``."""
+    """Exact resume or new stage (see the module's docstring) for running ``config`` from ``ckpt``; ``new_data``:
+    the data is said to be other than the checkpoint's (``--new_data true``)."""
     if ckpt.config is not None:
         changes = differences(ckpt.config, config)
     else:
         changes = differences(_as_config(ckpt), config, only_common=True)
+    if not changes and new_data:
+        changes = [NEW_DATA]
     if not changes:
         return Continuation("resume", ckpt, [], run_dir)
     start = (ckpt.epochs_done, ckpt.global_step) if counters == "continue" else (0, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -274,6 +275,34 @@ def test_keras_weight_init_is_glorot_uniform_with_zero_biases():
     assert float(default.bias.abs().max()) > 0  # torch's default start differs: it is a real choice
     with pytest.raises(ValueError, match="model.init.scheme"):
         ImageClassifier(net="base_cnn", init={"scheme": "he"})
+
+
+def test_keras_init_and_a_weights_file_are_refused_together(cifar10_root, tmp_path, monkeypatch, capsys):
+    # the file's weights would overwrite the Keras start without a word: one of them, said where init enters
+    from cifar_pl.__main__ import main
+    from cifar_pl.errors import BadValue
+
+    from .helpers import CONFIGS
+
+    weights = tmp_path / "w.pt"
+    torch.save(ImageClassifier(net="base_cnn").net.state_dict(), weights)
+    with pytest.raises(BadValue, match=rf"model.init.scheme keras and model.init.weights {re.escape(str(weights))} both say where "
+                                       r"the net starts \(the weights would overwrite the keras start\); give one "
+                                       r"of them"):  # fmt: skip
+        ImageClassifier(net="base_cnn", init={"scheme": "keras", "weights": str(weights)})
+    assert ImageClassifier(net="base_cnn", init={"scheme": "keras"}).init.weights is None  # each alone starts
+    assert ImageClassifier(net="base_cnn", init={"weights": str(weights)}).init.scheme == "default"
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "--config", str(CONFIGS / "writeups" / "003_base_cnn.yaml"),
+                 "--data.data_dir", str(cifar10_root), "--trainer.accelerator", "cpu",
+                 "--trainer.fast_dev_run", "true", "--model.init.weights", str(weights)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+        f"error: model.init.scheme keras and model.init.weights {weights} both say where the net starts (the "
+        f"weights would overwrite the keras start); give one of them"
+    ]
+    assert not (tmp_path / "lightning_logs").exists()  # refused before a run folder was made
 
 
 def test_best_validation_accuracy_is_logged_and_survives_a_resume(cifar10_root, tmp_path, monkeypatch):

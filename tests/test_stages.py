@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from cifar_pl.errors import BadValue
 from cifar_pl.lit.schedule import LRMultiplier
 from cifar_pl.viz.curves import read_scalars
 
@@ -137,6 +139,59 @@ def test_restarted_counters_and_a_stage_that_would_train_nothing(stage_a, cifar1
     assert cli.trainer.global_step == STEPS_PER_EPOCH and cli.trainer.current_epoch == 1
     with pytest.raises(ValueError, match="give either --ckpt_path .* or model.init.weights"):
         run_cli("fit", "quickstart", cifar10_root, f"{extra} --model.init.weights {last}", cwd=cwd)
+
+
+def test_new_data_on_the_checkpoints_own_data_is_refused_and_leaves_the_run_as_it_was(stage_a, cifar10_root):
+    # --new_data true turned an exact resume into a new stage whose stage.json said the data had changed
+    cwd = stage_a
+    runs = cwd / "lightning_logs" / "a"
+    last = runs / "version_0" / "checkpoints" / "last.ckpt"
+    before = (
+        sorted(p.relative_to(runs) for p in runs.rglob("*")),
+        (runs / "version_0" / "run.json").read_bytes(),
+    )
+    with pytest.raises(BadValue, match=r"^--new_data true: the data is the checkpoint's own \(CIFAR10DataModule, 144 "
+                                       r"images of 10 classes, the same split\); drop it to resume "
+                                       rf"{re.escape(str(last))} exactly$"):  # fmt: skip
+        run_cli("fit", "quickstart", cifar10_root, f"{BASE} --ckpt_path {last} --trainer.max_epochs 3 --new_data true",
+                cwd=cwd)  # fmt: skip
+    after = (
+        sorted(p.relative_to(runs) for p in runs.rglob("*")),
+        (runs / "version_0" / "run.json").read_bytes(),
+    )
+    assert after == before  # no stage folder, no stage.json, the run's record untouched
+
+
+def test_an_exact_resume_refuses_weights_other_than_those_its_run_started_from(stage_a, cifar10_root):
+    # the resume loaded the checkpoint's weights and dropped model.init.weights without a word
+    cwd = stage_a
+    last = cwd / "lightning_logs" / "a" / "version_0" / "checkpoints" / "last.ckpt"
+    net = {
+        k[4:]: v for k, v in torch.load(last, weights_only=True)["state_dict"].items() if k.startswith("net.")
+    }
+    torch.save(net, cwd / "start.pt")
+    torch.save({k: torch.zeros_like(v) for k, v in net.items()}, cwd / "other.pt")
+    with pytest.raises(BadValue, match=rf"^--ckpt_path {re.escape(str(last))} resumes its run exactly, which continues the "
+                                       r"checkpoint's own weights: model.init.weights other.pt would not be loaded "
+                                       r"\(its run started from no weights file\)\. Drop it to resume, or leave "
+                                       r"out --ckpt_path to start a new run from other.pt$"):  # fmt: skip
+        run_cli("fit", "quickstart", cifar10_root, f"{BASE} --ckpt_path {last} --trainer.max_epochs 3 "
+                "--model.init.weights other.pt", cwd=cwd)  # fmt: skip
+    # a run that started from a file resumes with the same command (a sweep's resume names it again) ...
+    args = f"{BASE.replace('--experiment a', '--experiment w')} --model.init.weights start.pt"
+    run_cli("fit", "quickstart", cifar10_root, f"{args} --trainer.max_epochs 1", cwd=cwd)
+    cli = run_cli(
+        "fit", "quickstart", cifar10_root, f"{args} --trainer.max_epochs 2 --ckpt_path last", cwd=cwd
+    )
+    assert (
+        cli.trainer.global_step == 2 * STEPS_PER_EPOCH
+        and not (cwd / "lightning_logs" / "w" / "version_1").exists()
+    )
+    # ... and refuses another file, naming the one it started from
+    with pytest.raises(BadValue, match=r"model.init.weights other.pt would not be loaded \(its run started from "
+                                       r"start.pt\)"):  # fmt: skip
+        run_cli("fit", "quickstart", cifar10_root, f"{args.replace('start.pt', 'other.pt')} --trainer.max_epochs 3 "
+                "--ckpt_path last", cwd=cwd)  # fmt: skip
 
 
 def test_warmup_rises_every_step_even_when_the_schedule_moves_per_epoch():

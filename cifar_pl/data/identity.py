@@ -71,6 +71,15 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list
     return out
 
 
+def describe(identity: Mapping[str, Any]) -> str:
+    """The data an identity names, in a few words (``CIFAR10DataModule, 144 images of 10 classes``)."""
+    classes = list(identity.get("classes") or [])
+    words = [str(identity["datamodule"])] if identity.get("datamodule") else []
+    images = identity.get("images")
+    words.append(f"{images if images is not None else 'its'} images of {len(classes)} classes")
+    return ", ".join(words)
+
+
 def _short(names: list[str], limit: int = 6) -> str:
     shown = ", ".join(names[:limit])
     return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"

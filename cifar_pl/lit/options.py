@@ -283,8 +283,10 @@ class Init(_Group):
 
     Args:
         scheme: ``default`` (the net's own start: torch's layer defaults) or ``keras`` (Glorot-uniform kernels
-            and zero biases in every conv and linear layer, as Keras' Conv2D/Dense start).
-        weights: start the net from this weights file (our checkpoint or a plain state dict).
+            and zero biases in every conv and linear layer, as Keras' Conv2D/Dense start); not with ``weights``.
+        weights: start the net from this weights file (our checkpoint or a plain state dict). Not with
+            ``fit --ckpt_path`` unless it is the file the checkpoint's own run started from (a resume continues
+            the checkpoint's weights, a new stage starts from them).
         strict: with ``weights``, require every name and shape to fit; if false, load what fits and list the
             rest.
     """
@@ -298,6 +300,11 @@ class Init(_Group):
 
     def check(self) -> None:
         check_choice("model.init.scheme", self.scheme, WeightInit)
+        if self.scheme != "default" and self.weights:
+            raise BadValue(
+                f"model.init.scheme {self.scheme} and model.init.weights {self.weights} both say where the net "
+                f"starts (the weights would overwrite the {self.scheme} start); give one of them"
+            )
 
 
 GROUPS: tuple[type[_Group], ...] = (Optim, Schedule, Average, Evaluation, Runtime, Init)
