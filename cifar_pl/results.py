@@ -27,6 +27,8 @@ The page's source is ``results/page.md``: prose, with directives that the record
   ``docs/img/results/NAME.png``; ``{{shift SWEEP/RUN}}``: the largest move of a layer's median between records;
 * ``{{budget SWEEP}}``: the sweep's budget from results/catalogue.yaml, as images x epochs and a share of the
   write-up's;
+* ``{{params NET CLASSES [IMAGE_SIZE]}}``: the parameter count of the registry's net for that many classes (and
+  image size, for a net built for the data's size);
 * ```` ```yaml result ```` blocks: the verdict rows (see ``VERDICTS``), gathered into the table at
   ``{{verdicts}}``.
 
@@ -297,7 +299,9 @@ def fmt_stat(mean: float, std: float, n: int, digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- the page
-_DIRECTIVE = re.compile(r"\{\{\s*(value|each|diff|shift|drift|table|chart|budget|verdicts)\b([^}]*)\}\}")
+_DIRECTIVE = re.compile(
+    r"\{\{\s*(value|each|diff|shift|drift|table|chart|budget|params|verdicts)\b([^}]*)\}\}"
+)
 _ROW = re.compile(r"```yaml result\n(.*?)```", re.S)
 
 
@@ -449,6 +453,20 @@ def _chart(args: str, draw: bool) -> str:
     return f"![{metric}](img/results/{name}.png)"
 
 
+def _params(args: str) -> str:
+    """``{{params NET CLASSES [IMAGE_SIZE]}}``: the parameter count of the net as the registry builds it for that
+    many classes (and, for a net built for the data's size, that image size)."""
+    parts = args.split()
+    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[1:]):
+        raise BadValue(f"{{{{params{args}}}}}: give NET CLASSES [IMAGE_SIZE]")
+    from .lit.classifier import ImageClassifier  # deferred: Lightning, only for a page that counts parameters
+    from .models import create_model
+
+    net, classes, size = parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None
+    model = create_model(net, num_classes=classes, **ImageClassifier.net_kwargs_for(net, None, size))
+    return f"{sum(p.numel() for p in model.parameters()):,}"
+
+
 def expand(text: str, draw: bool = False) -> str:
     """``text`` with every directive replaced by what the records give."""
     cat = catalogue()
@@ -472,6 +490,8 @@ def expand(text: str, draw: bool = False) -> str:
                 return _chart(args, draw)
             if kind == "budget":
                 return budget_text(args.strip(), cat)
+            if kind == "params":
+                return _params(args)
             return m.group(0)  # {{verdicts}}: filled once the rows are expanded
         except (BadValue, MissingFile) as e:
             raise BadValue(f"results/page.md: {m.group(0)}: {e}") from None

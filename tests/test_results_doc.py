@@ -162,3 +162,15 @@ def test_every_chart_in_the_folder_is_on_the_page():
     shown = set(re.findall(r"\]\(img/results/([^)]+)\)", R.PAGE.read_text()))
     stale = sorted(p.name for p in R.CHARTS.glob("*.png") if p.name not in shown)
     assert not stale, f"charts no page shows: {stale}"
+
+
+def test_params_counts_the_registrys_net_and_refuses_bad_arguments():
+    from cifar_pl.errors import BadValue
+    from cifar_pl.results import expand
+
+    assert expand("{{params base_cnn 10}}") == "122,570"  # write-up 003's count of its base CNN
+    assert expand("{{params model_g 17 64}}") != expand(
+        "{{params model_g 17 32}}"
+    )  # a flatten head sized to the data
+    with pytest.raises(BadValue, match="give NET CLASSES"):
+        expand("{{params base_cnn ten}}")

@@ -107,7 +107,7 @@ class ImageClassifier(pl.LightningModule):
             self.hparams[group.KEY] = getattr(self, group.KEY).plain()
         self._check_arguments()
         self.net = init_weights(
-            create_model(net, num_classes=num_classes, **self._net_kwargs(net, net_kwargs, image_size)),
+            create_model(net, num_classes=num_classes, **self.net_kwargs_for(net, net_kwargs, image_size)),
             self.init.scheme,
         )
         # a copy whose weights follow the net's; evaluation uses it
@@ -143,7 +143,7 @@ class ImageClassifier(pl.LightningModule):
         self.best_val_acc: float | None = None  # logged as val/acc_best; kept in checkpoints
 
     @staticmethod
-    def _net_kwargs(net: str, net_kwargs: dict[str, Any] | None, image_size: int | None) -> dict[str, Any]:
+    def net_kwargs_for(net: str, net_kwargs: dict[str, Any] | None, image_size: int | None) -> dict[str, Any]:
         """The net's arguments; a net built for one image size (``NetCfg.sized``) gets the data's."""
         kwargs = dict(net_kwargs or {})
         if image_size is None or not get_cfg(net, kwargs).sized:
