@@ -165,11 +165,11 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _running_here(record: dict[str, Any]) -> bool | None:
-    """For a record that says ``running``: whether its process of this machine is alive (None: another machine's,
-    or no pid, which cannot be told from here)."""
+    """For a record of a run still at work (``running``, or ``fitted``: trained, its test under way): whether its
+    process of this machine is alive (None: another machine's, or no pid, which cannot be told from here)."""
     pid = record.get("pid")
     if (
-        record.get("status") != "running"
+        record.get("status") not in ("running", "fitted")
         or record.get("host") != socket.gethostname()
         or not isinstance(pid, int)
     ):
@@ -184,8 +184,8 @@ def _running_here(record: dict[str, Any]) -> bool | None:
 
 
 def wait_while_running(run_dir: Path, timeout: float = 300.0, poll: float = 0.5) -> bool:
-    """Wait while the newest version of a run is being trained by a live process of this machine (its record says
-    ``running`` with the pid of a process that still exists: a run of a sweep whose driver was killed saves and
+    """Wait while the newest version of a run is being trained or tested by a live process of this machine (its
+    record says ``running`` or ``fitted`` with the pid of a process that still exists: a run of a sweep whose driver was killed saves and
     stops on its own); False when it still runs after ``timeout`` seconds. A record of another machine, or of a
     process that is gone, is not waited for."""
     versions = version_dirs(run_dir)
@@ -201,8 +201,8 @@ def wait_while_running(run_dir: Path, timeout: float = 300.0, poll: float = 0.5)
 
 def run_status(run_dir: Path) -> str:
     """What the newest version of a run says of itself: complete, fitted, interrupted, failed, running or new. A
-    record left ``running`` by a process of this machine that is gone (killed before it could save and say so) is
-    ``interrupted``: it resumes from its last checkpoint."""
+    record left ``running`` or ``fitted`` by a process of this machine that is gone (killed before it could save
+    and say so) is ``interrupted``: it resumes from its last checkpoint."""
     versions = version_dirs(run_dir)
     record = read_record(versions[-1]) if versions else None
     if not record:

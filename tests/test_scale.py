@@ -118,6 +118,13 @@ def test_an_address_where_nothing_answers_is_one_line_in_seconds(tmp_path, monke
     assert "--address 127.0.0.1:1: nothing answers there" in err and "ray start --head" in err
     assert sweep_main([str(path), "--address", "no-port"]) == 2
     assert "give auto, host:port" in capsys.readouterr().err
+    assert sweep_main([str(path), "--address", ""]) == 2
+    assert "--address '': give auto, host:port" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # the address from the environment is named as such
+    assert sweep_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "RAY_ADDRESS=127.0.0.1:1: nothing answers there" in err and "unset RAY_ADDRESS" in err
+    assert "--address" not in err
 
 
 @needs_ray

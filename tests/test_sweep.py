@@ -411,6 +411,36 @@ def test_a_record_left_running_by_a_process_that_is_gone_reads_as_interrupted(tm
     assert run_status(run) == "running" and not wait_while_running(run, timeout=0.2, poll=0.05)
     (run / "version_0" / "run.json").write_text(json.dumps({**record, "host": "another-machine"}))
     assert run_status(run) == "running"  # another machine's process cannot be told dead from here
+    # trained, its test under way: waited for while its process lives, interrupted when it is gone
+    (run / "version_0" / "run.json").write_text(
+        json.dumps({**record, "status": "fitted", "pid": os.getppid()})
+    )
+    assert run_status(run) == "fitted" and not wait_while_running(run, timeout=0.2, poll=0.05)
+    (run / "version_0" / "run.json").write_text(json.dumps({**record, "status": "fitted"}))
+    assert run_status(run) == "interrupted" and wait_while_running(run, timeout=1)
+
+
+def test_a_command_line_value_that_the_sweep_sets_per_run_is_one_line(tmp_path, monkeypatch, capsys):
+    from cifar_pl.sweeps.spec import check_extra
+
+    monkeypatch.chdir(tmp_path)
+    seeded = _write(tmp_path, args={"trainer.max_epochs": 1}, runs={"a": {}}, seeds=[0, 1])
+    assert sweep_main([seeded, *SEQ, "--seed_everything", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "--seed_everything on the command line is an option the sweep sets per run" in err[0]
+    )
+    grid = _write(
+        tmp_path, "g.yaml", grid={"model.optim.lr": [0.1, 0.2]}, runs={"d": {"data.init_args.data_dir": "x"}}
+    )
+    for given in (["--model.optim.lr", "0.5"], ["--model.optim.lr=0.5"], ["--data.data_dir", "y"]):
+        with pytest.raises(BadValue, match="on the command line is an option the sweep sets per run"):
+            check_extra(load_sweep(grid), given)
+    # what a run's mapping does not set is merged with it, and an append adds: neither is refused
+    merged = _write(tmp_path, "m.yaml", runs={"a": {"model.net_kwargs": {"noise_mode": "channel"}}})
+    check_extra(load_sweep(merged), ["--model.net_kwargs.width", "0.25", "--trainer.callbacks+=X"])
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 @pytest.mark.slow  # training processes of their own (a few batches each)

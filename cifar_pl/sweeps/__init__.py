@@ -1,10 +1,12 @@
-"""Run a family of experiments that differ in a few values, one after another, and compare them.
+"""Run a family of experiments that differ in a few values (one after another, or side by side on Ray) and compare
+them.
 
     python -m cifar_pl.sweep configs/sweeps/label_corruption.yaml --data.data_dir ../shared/data
 
 A sweep file names a base config (LightningCLI composes several, like repeated ``--config``), arguments for
 every run, and the runs: ``runs:`` maps a run name to its overrides, ``grid:`` makes one run per combination of
-values (named after them). Each run is ``python -m cifar_pl fit`` in its own process, logging to
+values (named after them). Arguments after the sweep file go to every run; one that sets what the file sets per
+run (an option of ``runs:``/``grid:``, the seed of ``seeds:``, a searched option) is refused. Each run is ``python -m cifar_pl fit`` in its own process, logging to
 ``lightning_logs/<sweep>/<run>/version_N``, so TensorBoard shows the runs side by side. Resumable: a run is done
 when its own record says so (``run.json``: every epoch trained, the test written, exit 0) and is then not redone;
 an interrupted or failed one continues from its ``last.ckpt``. SIGTERM/SIGINT to the sweep reach the run in

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import BadValue, run_main_code
 from .report import TRIED, plot_sweep
 from .sequential import run_sweep
-from .spec import check_sweep, load_sweep, sweep_lock
+from .spec import check_extra, check_sweep, load_sweep, sweep_lock
 
 _DESCRIPTION = "Run a family of experiments that differ in a few values and compare them (docs/scale.md)."
 
@@ -22,7 +22,8 @@ def sweep(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run and draw; the exit code: 0 all done, 1 a run failed, 128 + n stopped by signal n."""
     parser = argparse.ArgumentParser(
         prog="python -m cifar_pl.sweep", description=_DESCRIPTION,
-        epilog="Arguments after the sweep file go to every run, e.g. --data.data_dir ../shared/data.",
+        epilog="Arguments after the sweep file go to every run, e.g. --data.data_dir ../shared/data (not what the "
+               "file sets per run: refused).",
     )  # fmt: skip
     parser.add_argument("sweep", help="a sweep YAML file (configs/sweeps/...)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -61,6 +62,7 @@ def sweep(argv: list[str] | None = None) -> int:
         raise BadValue("--only picks runs of a sweep's runs:/grid:; a search draws its own trials")
     if spec.get("search") is not None and args.plots_only:
         return _search_plots(spec)
+    check_extra(spec, extra)
     use_ray = _use_ray(args, spec)
     res = None
     if use_ray:

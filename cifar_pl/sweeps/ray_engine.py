@@ -75,6 +75,10 @@ class Resources:
             )
         if self.max_parallel is not None and self.max_parallel < 1:
             raise BadValue(f"--max-parallel {self.max_parallel}: give 1 or more runs at a time")
+        if self.address is not None and not self.address.strip():
+            raise BadValue(
+                "--address '': give auto, host:port or ray://host:port, or leave --address out to run on this machine"
+            )
 
     @property
     def threads(self) -> int:
@@ -89,24 +93,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _check_address(address: str) -> None:
-    """An address that answers nothing fails here in seconds, not after Ray's minutes of retries."""
+def _check_address(address: str, label: str, leave: str) -> None:
+    """An address that answers nothing fails here in seconds, not after Ray's minutes of retries (``label``: how the
+    user gave it, ``--address A`` or ``RAY_ADDRESS=A``; ``leave``: how to run on this machine instead)."""
     if address == "auto":
         return
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise BadValue(
-            f"--address {address!r}: give auto, host:port (the head's GCS port, 6379) or ray://host:port (Ray Client, "
-            f"10001)"
+            f"{label}: give auto, host:port (the head's GCS port, 6379) or ray://host:port (Ray Client, 10001)"
         )
     try:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
     except OSError as e:
         raise BadValue(
-            f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster's head with "
-            f"`ray start --head`, or leave --address out to run on this machine"
+            f"{label}: nothing answers there ({e.strerror or e}); start the cluster's head with `ray start --head`, "
+            f"or {leave} to run on this machine"
         ) from None
 
 
@@ -186,7 +190,7 @@ def _refused(address: str) -> bool:
     return False
 
 
-def _join_auth(address: str) -> None:
+def _join_auth(address: str, label: str) -> None:
     """Join with the authentication the cluster uses, or say in one line what to set. ``ray start --head`` turns
     token authentication on wherever a token exists (``~/.ray/auth_token``), while Ray joins an explicit address
     without it: when the cluster refuses a caller without a token, token authentication is turned on here where a
@@ -211,24 +215,24 @@ def _join_auth(address: str) -> None:
             quiet.setLevel(level)
         if not found:
             raise BadValue(
-                f"--address {address}: the cluster uses token authentication and no token is found here: copy the "
+                f"{label}: the cluster uses token authentication and no token is found here: copy the "
                 f"head's token (`ray get-auth-token` on the head) to ~/.ray/auth_token or RAY_AUTH_TOKEN, or start "
                 f"the cluster with RAY_AUTH_MODE=disabled"
             )
         if not _refused(address):
             return
     raise BadValue(
-        f"--address {address}: the cluster refused this driver's authentication (RAY_AUTH_MODE "
+        f"{label}: the cluster refused this driver's authentication (RAY_AUTH_MODE "
         f"{os.environ.get('RAY_AUTH_MODE')}): copy the head's token (`ray get-auth-token` on the head) to "
         f"~/.ray/auth_token or RAY_AUTH_TOKEN here, with RAY_AUTH_MODE=token"
     )
 
 
-def _join_failure(address: str, e: BaseException) -> BadValue:
+def _join_failure(label: str, leave: str, e: BaseException) -> BadValue:
     first = (str(e).strip().splitlines() or [""])[0][:200]
     return BadValue(
-        f"--address {address}: could not join a Ray cluster ({first}); start one with `ray start --head`, or leave "
-        f"--address out to run on this machine"
+        f"{label}: could not join a Ray cluster ({first}); start one with `ray start --head`, or {leave} to run on "
+        f"this machine"
     )
 
 
@@ -245,12 +249,18 @@ def start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    label, leave = f"--address {address}", "leave --address out"
+    if address is None and os.environ.get("RAY_ADDRESS") is not None:
+        address = os.environ["RAY_ADDRESS"]
+        label, leave = f"RAY_ADDRESS={address}", "unset RAY_ADDRESS"
+        if not address.strip():
+            raise BadValue("RAY_ADDRESS is set but empty: unset it to run on this machine, or give the cluster's "
+                           "host:port")  # fmt: skip
     runtime_env = None
     if address is not None:
         if address != "auto":
-            _check_address(address)
-        _join_auth(address)
+            _check_address(address, label, leave)
+        _join_auth(address, label)
         paths = [str(PROJECT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
     else:
@@ -269,7 +279,7 @@ def start_ray(address: str | None) -> bool:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                      logging_level=logging.ERROR, configure_logging=True)  # fmt: skip
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise _join_failure(str(address), e) from None
+        raise _join_failure(label, leave, e) from None
     return True
 
 

@@ -295,6 +295,45 @@ def configuration_of(args: list[str]) -> dict[str, Any]:
     return cli._config_view
 
 
+def _option(key: str) -> str:
+    """An option's name as a run's overrides and the command line may both spell it (``data.init_args.data_dir``
+    is ``data.data_dir``)."""
+    return ".".join(part for part in key.lstrip("-").split("=", 1)[0].split(".") if part != "init_args")
+
+
+def _leaves(overrides: dict[str, Any], prefix: str = "") -> list[str]:
+    """The options a run's overrides set, down to the keys of a mapping value (a mapping is merged with what the
+    command line gives inside it: ``model.net_kwargs: {noise_mode: x}`` and ``--model.net_kwargs.width`` both
+    hold)."""
+    out = []
+    for key, value in overrides.items():
+        if key.endswith("+"):
+            continue
+        name = _option(f"{prefix}{key}")
+        out += _leaves(value, f"{name}.") if isinstance(value, dict) and value else [name]
+    return out
+
+
+def check_extra(spec: dict[str, Any], extra: list[str]) -> None:
+    """Arguments after the sweep file go to every run, after its own values: one that sets what the sweep sets per
+    run (an option of ``runs:``/``grid:``, the seed of ``seeds:``/``repeats:``, a searched option) would give every
+    run the same value under its own name, and the summary a spread of zero. Refused in one line. Appending to a
+    list option (``trainer.callbacks+``) overrides nothing."""
+    given = {_option(a) for a in extra if a.startswith("--") and not a.split("=", 1)[0].endswith("+")}
+    per_run = {leaf for overrides in spec["runs"].values() for leaf in _leaves(overrides)}
+    if spec.get("search"):
+        per_run |= {_option(k) for k in spec["search"]["space"]}
+    clash = sorted(
+        g for g in given for r in per_run if g == r or g.startswith(f"{r}.") or r.startswith(f"{g}.")
+    )
+    if clash:
+        what = "a searched option" if spec.get("search") else "an option the sweep sets per run"
+        raise BadValue(
+            f"{spec['file']}: --{clash[0]} on the command line is {what} (`runs:`, `grid:`, `seeds:` or `search:`): "
+            f"it would give every run the same value under its own name. Set it in the file, or drop it"
+        )
+
+
 def check_runs(spec: dict[str, Any], names: list[str], extra: list[str]) -> dict[str, dict[str, Any]]:
     """Every run's configuration (see ``configuration_of``), or the first run's error naming the run."""
     views = {}
