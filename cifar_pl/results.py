@@ -460,7 +460,7 @@ def _params(args: str) -> str:
     if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[1:]):
         raise BadValue(f"{{{{params{args}}}}}: give NET CLASSES [IMAGE_SIZE]")
     from .lit.classifier import ImageClassifier  # deferred: Lightning, only for a page that counts parameters
-    from .models import create_model
+    from .models import create_model  # deferred: torch, only for a page that counts parameters
 
     net, classes, size = parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None
     model = create_model(net, num_classes=classes, **ImageClassifier.net_kwargs_for(net, None, size))
