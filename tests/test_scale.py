@@ -706,7 +706,7 @@ def _wait_for_nodes(ray_bin: str, port: int, env: dict, n: int, procs: list, tim
 
 
 @needs_ray
-@pytest.mark.slow  # two Ray nodes, a sweep and a search of their own (and the same on this machine alone)
+@pytest.mark.long  # two Ray nodes, a sweep and a search of their own and the same alone: 4 min, beyond CI's budget
 @pytest.mark.parametrize("auth", ["token", "disabled"])
 def test_a_cluster_started_with_ray_start_is_joined_as_it_is_with_or_without_tokens(
     tmp_path, cifar10_root, auth
