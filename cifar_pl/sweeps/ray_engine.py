@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,22 @@ def stop_ray(address: str | None) -> None:
     ray.shutdown()
     if not joined(address):
         remove_leftovers(grace_s=5.0, say=False)
+
+
+@contextlib.contextmanager
+def ray_session(res: Resources, sweep_dir: Path) -> Iterator[int]:
+    """Ray for one sweep or search: started or joined (:func:`start_ray`), the runs it holds at a time
+    (:func:`check_cluster`, yielded), the shared folder checked on a joined cluster (:func:`check_shared`), and
+    stopped at the end when this call started it (:func:`stop_ray`)."""
+    started = start_ray(res.address)
+    try:
+        parallel = check_cluster(res)
+        if joined(res.address):  # its nodes must see the runs' folders
+            check_shared(sweep_dir)
+        yield parallel
+    finally:
+        if started:
+            stop_ray(res.address)
 
 
 def check_shared(sweep_dir: Path) -> None:
@@ -574,11 +591,7 @@ def run_sweep_ray(
     todo = [r for r in plan if not r.finished]
     if not todo:
         return status
-    started = start_ray(res.address)
-    try:
-        parallel = check_cluster(res)
-        if joined(res.address):  # its nodes must see the runs' folders
-            check_shared(Path.cwd() / log_root / spec["sweep"])
+    with ray_session(res, Path.cwd() / log_root / spec["sweep"]) as parallel:
         print(f"[sweep] on Ray: {len(todo)} runs, {parallel} at a time ({res.cpus:g} CPU"
               f"{f', {res.gpus:g} GPU' if res.gpus else ''} each)", flush=True)  # fmt: skip
         runs = {r.name: trial_spec(spec, r, res, log_root) for r in todo}
@@ -617,9 +630,6 @@ def run_sweep_ray(
             print(f"[sweep] stopped by {signal.Signals(stop.signum).name}: run the same command again to resume "
                   f"the interrupted runs and start the others", flush=True)  # fmt: skip
             status["__signal__"] = str(int(stop.signum))
-    finally:
-        if started:
-            stop_ray(res.address)
     return status
 
 

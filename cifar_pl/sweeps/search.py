@@ -42,14 +42,10 @@ from .ray_engine import (
     Resources,
     SweepStop,
     _quiet_tune,
-    check_cluster,
-    check_shared,
-    joined,
+    ray_session,
     require_ray,
     run_one,
     run_sweep_ray,
-    start_ray,
-    stop_ray,
 )
 from .report import plot_sweep
 from .spec import SEED_SEP, check_sweep, configuration_of, is_try, run_args, sweep_lock
@@ -291,15 +287,8 @@ def _search(spec: dict[str, Any], extra: list[str], res: Resources | None, max_e
 
     search = spec["search"]
     res = res or Resources()
-    started = start_ray(res.address)
-    try:
-        parallel = check_cluster(res)
-        if joined(res.address):  # its nodes must see the trials' folders
-            check_shared(Path.cwd() / LOG_ROOT / spec["sweep"])
+    with ray_session(res, Path.cwd() / LOG_ROOT / spec["sweep"]) as parallel:
         grid, signum = _tune(spec, extra, res, parallel, max_epochs, tune)
-    finally:
-        if started:
-            stop_ray(res.address)
     rows = search_rows(grid, spec, max_epochs)
     best = _report(spec, rows)
     if signum is not None:
